@@ -1,0 +1,211 @@
+// Package processors runs orderpipe's Goka processors and views with a
+// Sarama configuration chosen on purpose (Goka's defaults lose or delay
+// orders; see shared/notes/goka.md). The callbacks live in the orders and
+// inventory subpackages; the graphs are declared in topology.
+package processors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/lovoo/goka"
+	"github.com/lovoo/goka/storage"
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// Config configures the Goka side of orderpipe: processors and views.
+type Config struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string
+	// DataDir is where table partitions are stored (LevelDB). Required: the
+	// caller decides where state lives, never the OS temp dir by accident.
+	DataDir string
+	// ClientID names this process to the brokers. Default "orderpipe".
+	ClientID string
+	// Topology sizes the topics; it must match the cluster.
+	Topology topology.Config
+	// Replication is the replication factor the table topics must have (the
+	// resolved value, see topology.Config.ResolveReplication). Goka checks
+	// its group table against it and fails on a mismatch.
+	Replication int16
+	// FlushFrequency is how long the producer lingers to batch records.
+	// Default 2ms: Goka's 100ms default would add 100ms to every hop of the saga.
+	FlushFrequency time.Duration
+	// KafkaVersion is the protocol version Sarama speaks. Default 3.6.0: Kafka 4
+	// refuses requests older than 2.1 (KIP-896), Sarama's default is 2.0.
+	KafkaVersion sarama.KafkaVersion
+	// Logger receives Goka's and Sarama's messages. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.ClientID == "" {
+		c.ClientID = "orderpipe"
+	}
+	if c.FlushFrequency == 0 {
+		c.FlushFrequency = 2 * time.Millisecond
+	}
+	if c.KafkaVersion == (sarama.KafkaVersion{}) {
+		c.KafkaVersion = sarama.V3_6_0_0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Replication == 0 {
+		c.Replication = c.Topology.ReplicationFor(len(c.Brokers))
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("processors: no brokers")
+	case c.DataDir == "":
+		return errors.New("processors: no data dir")
+	case !c.KafkaVersion.IsAtLeast(sarama.V2_1_0_0):
+		return fmt.Errorf("processors: kafka version %s is older than 2.1, which Kafka 4 refuses", c.KafkaVersion)
+	}
+	return c.Topology.Validate()
+}
+
+// SaramaConfig is the Sarama configuration every Goka component here uses.
+func (c Config) SaramaConfig() *sarama.Config {
+	cfg := goka.DefaultConfig()
+	cfg.ClientID = c.ClientID
+	cfg.Version = c.KafkaVersion
+	// Idempotent, acks=all, one request in flight: retries can neither
+	// duplicate nor reorder records within a partition, which the saga's
+	// idempotency argument relies on (see package topology).
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Idempotent = true
+	cfg.Net.MaxOpenRequests = 1
+	cfg.Producer.Retry.Max = 10
+	cfg.Producer.Retry.Backoff = 50 * time.Millisecond
+	cfg.Producer.Flush.Frequency = c.FlushFrequency
+	cfg.Producer.Flush.Bytes = 256 << 10
+	cfg.Producer.Flush.MaxMessages = 0
+	cfg.Producer.Compression = sarama.CompressionLZ4
+	// A group that joins for the first time must see the orders that were
+	// sent before it existed; Goka's default (newest) would skip them.
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// Commit often: everything after the last commit is replayed on a
+	// crash or rebalance (harmless, but slow).
+	cfg.Consumer.Offsets.AutoCommit.Interval = 250 * time.Millisecond
+	cfg.Consumer.Fetch.Default = 1 << 20
+	cfg.Consumer.MaxWaitTime = 50 * time.Millisecond
+	cfg.Metadata.RefreshFrequency = time.Minute
+	return cfg
+}
+
+func (c Config) topicManagerConfig() *goka.TopicManagerConfig {
+	tm := goka.NewTopicManagerConfig()
+	tm.NoCreate = true // topics are created by topology.Config.Ensure, with explicit settings
+	tm.MismatchBehavior = goka.TMConfigMismatchBehaviorFail
+	tm.Table.Replication = int(c.Replication)
+	tm.Stream.Replication = int(c.Replication)
+	tm.Stream.Retention = c.Topology.StreamRetention
+	tm.CreateTopicTimeout = 0
+	return tm
+}
+
+// gokaLogger sends Goka's printf-style logs to slog at debug level: Goka
+// logs every partition state change, which is noise at info level.
+type gokaLogger struct{ l *slog.Logger }
+
+func (g gokaLogger) Print(v ...any)                 { g.l.Debug(fmt.Sprint(v...)) }
+func (g gokaLogger) Println(v ...any)               { g.l.Debug(fmt.Sprint(v...)) }
+func (g gokaLogger) Printf(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
+
+// storageBuilder returns LevelDB storage under DataDir/sub.
+func (c Config) storageBuilder(sub string) (storage.Builder, error) {
+	dir := filepath.Join(c.DataDir, sub)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create table dir: %w", err)
+	}
+	return storage.DefaultBuilder(dir), nil
+}
+
+// processorOptions are the options of every processor of group.
+func (c Config) processorOptions(group goka.Group) ([]goka.ProcessorOption, error) {
+	sc := c.SaramaConfig()
+	sb, err := c.storageBuilder(filepath.Join("processor", string(group)))
+	if err != nil {
+		return nil, err
+	}
+	tm := c.topicManagerConfig()
+	log := gokaLogger{c.Logger.With("group", string(group))}
+	return []goka.ProcessorOption{
+		goka.WithClientID(c.ClientID),
+		goka.WithLogger(log),
+		goka.WithHasher(topology.Hasher()),
+		goka.WithStorageBuilder(sb),
+		goka.WithTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, tm)),
+		goka.WithConsumerGroupBuilder(goka.ConsumerGroupBuilderWithConfig(sc)),
+		goka.WithConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
+		goka.WithProducerBuilder(goka.ProducerBuilderWithConfig(sc)),
+		// Goka's default backoff waits 10s steps up to 2 minutes between
+		// restarts of a failed partition; orders would stall that long.
+		goka.WithBackoffBuilder(func() (goka.Backoff, error) {
+			return goka.NewSimpleBackoff(500*time.Millisecond, 10*time.Second), nil
+		}),
+	}, nil
+}
+
+// UpdateFunc is told about every record a view applies. value is nil for a
+// deletion and is only valid during the call.
+type UpdateFunc func(key string, value []byte)
+
+// NewView builds a view of table that calls onUpdate (may be nil) after
+// every applied record. Views hold every partition, so they serve reads for
+// any key; they answer before they have recovered, so callers must gate on
+// View.Recovered.
+func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc) (*goka.View, error) {
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	sc := c.SaramaConfig()
+	sb, err := c.storageBuilder(filepath.Join("view", string(table)))
+	if err != nil {
+		return nil, err
+	}
+	opts := []goka.ViewOption{
+		goka.WithViewClientID(c.ClientID),
+		goka.WithViewLogger(gokaLogger{c.Logger.With("view", string(table))}),
+		goka.WithViewHasher(topology.Hasher()),
+		goka.WithViewStorageBuilder(sb),
+		goka.WithViewTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, c.topicManagerConfig())),
+		goka.WithViewConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
+		goka.WithViewAutoReconnect(),
+	}
+	if onUpdate != nil {
+		opts = append(opts, goka.WithViewCallback(func(ctx goka.UpdateContext, s storage.Storage, key string, value []byte) error {
+			if err := goka.DefaultUpdate(ctx, s, key, value); err != nil {
+				return err
+			}
+			onUpdate(key, value)
+			return nil
+		}))
+	}
+	v, err := goka.NewView(c.Brokers, table, codec, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("new view of %s: %w", table, err)
+	}
+	return v, nil
+}
+
+// NewOrdersView is a view of the orders table; values are *topology.OrderState.
+func (c Config) NewOrdersView(onUpdate UpdateFunc) (*goka.View, error) {
+	return c.NewView(topology.OrdersTable(), topology.OrderStateCodec(), onUpdate)
+}
+
+// NewInventoryView is a view of the inventory table; values are *topology.StockState.
+func (c Config) NewInventoryView(onUpdate UpdateFunc) (*goka.View, error) {
+	return c.NewView(topology.InventoryTable(), topology.StockStateCodec(), onUpdate)
+}

@@ -1,0 +1,115 @@
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// ResolveReplication asks the cluster how many brokers it has and resolves
+// the configured replication factor.
+func (c Config) ResolveReplication(ctx context.Context, adm *kadm.Client) (int16, error) {
+	brokers, err := adm.ListBrokers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list brokers: %w", err)
+	}
+	return c.ReplicationFor(len(brokers)), nil
+}
+
+// Ensure creates the topics that are missing, with their partitions,
+// replication and configs, then checks every topic against the topology (see
+// CheckExisting). It is what `orderpipe topics` runs, and what every role
+// runs before it starts, so a role never runs on topics that would break a
+// guarantee. Existing topics are never altered: a mismatch is an error for an
+// operator to resolve.
+func (c Config) Ensure(ctx context.Context, adm *kadm.Client, log *slog.Logger) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	rf, err := c.ResolveReplication(ctx, adm)
+	if err != nil {
+		return err
+	}
+	existing, err := c.Describe(ctx, adm)
+	if err != nil {
+		return err
+	}
+	for _, spec := range c.Topics(rf) {
+		if _, ok := existing[spec.Name]; ok {
+			continue
+		}
+		configs := make(map[string]*string, len(spec.Configs))
+		for k, v := range spec.Configs {
+			configs[k] = kadm.StringPtr(v)
+		}
+		_, err := adm.CreateTopic(ctx, spec.Partitions, rf, configs, spec.Name)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", spec.Name, err)
+		}
+		log.Info("created topic", "topic", spec.Name, "partitions", spec.Partitions, "replication", rf, "cleanup.policy", spec.Configs["cleanup.policy"])
+	}
+	existing, err = c.Describe(ctx, adm)
+	if err != nil {
+		return err
+	}
+	if err := c.CheckExisting(rf, existing); err != nil {
+		return fmt.Errorf("topics do not match the topology: %w", err)
+	}
+	return nil
+}
+
+// Describe reads partitions, replication and cleanup policy of the
+// topology's topics that exist on the cluster.
+func (c Config) Describe(ctx context.Context, adm *kadm.Client) (map[string]ExistingTopic, error) {
+	names := make([]string, 0, 6)
+	for _, s := range c.Topics(1) {
+		names = append(names, s.Name)
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	out := make(map[string]ExistingTopic, len(names))
+	var present []string
+	for _, name := range names {
+		d, ok := details[name]
+		if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			continue
+		}
+		if d.Err != nil {
+			return nil, fmt.Errorf("describe topic %s: %w", name, d.Err)
+		}
+		rf := int16(0)
+		for _, p := range d.Partitions {
+			if n := int16(len(p.Replicas)); rf == 0 || n < rf {
+				rf = n
+			}
+		}
+		out[name] = ExistingTopic{Partitions: int32(len(d.Partitions)), ReplicationFactor: rf}
+		present = append(present, name)
+	}
+	if len(present) == 0 {
+		return out, nil
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, present...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topic configs: %w", err)
+	}
+	for _, rc := range configs {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("describe configs of %s: %w", rc.Name, rc.Err)
+		}
+		t := out[rc.Name]
+		for _, cfg := range rc.Configs {
+			if cfg.Key == "cleanup.policy" && cfg.Value != nil {
+				t.CleanupPolicy = *cfg.Value
+			}
+		}
+		out[rc.Name] = t
+	}
+	return out, nil
+}

@@ -1,0 +1,168 @@
+// Package inventory is the inventory processor: the stock of every SKU in
+// the inventory group table, changed only by commands on
+// inventory.commands. Its idempotency argument is in package topology.
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/processors/dlq"
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// Metrics are the counters the processor updates; nil fields are skipped.
+type Metrics interface {
+	// Command counts an applied command of kind, or a replayed one.
+	Command(kind topology.CommandKind, replay bool)
+	// DeadLetter counts a record sent to the dead-letter topic.
+	DeadLetter()
+}
+
+// Processor holds the callbacks of the inventory group. It has no state of
+// its own: everything lives in the group table, so one value serves all
+// partitions concurrently.
+type Processor struct {
+	now     func() time.Time
+	log     *slog.Logger
+	metrics Metrics
+}
+
+// New returns the processor. now defaults to time.Now, log to slog.Default;
+// metrics may be nil.
+func New(log *slog.Logger, metrics Metrics, now func() time.Time) *Processor {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Processor{now: now, log: log, metrics: metrics}
+}
+
+// Graph is the group graph with this processor's callback.
+func (p *Processor) Graph() *goka.GroupGraph { return topology.InventoryGraph(p.OnCommand) }
+
+// OnCommand applies one inventory command to the stock of the key's SKU.
+func (p *Processor) OnCommand(ctx goka.Context, msg any) {
+	raw, _ := msg.([]byte)
+	cmd, err := topology.DecodeInventoryCommand(raw)
+	if err == nil && ctx.Key() == "" {
+		err = errors.New("inventory command without a SKU key")
+	}
+	if err != nil {
+		p.deadLetter(ctx, raw, err)
+		return
+	}
+	st := p.current(ctx)
+	if ctx.Offset() <= st.LastOffset {
+		p.replay(ctx, st, cmd)
+		return
+	}
+	changed := p.apply(ctx, st, cmd)
+	if p.metrics != nil {
+		p.metrics.Command(cmd.Kind, false)
+	}
+	if !changed {
+		// A no-op (Commit or Release of an order without a hold) writes
+		// nothing: replaying it is a no-op as well.
+		return
+	}
+	st.LastOffset = ctx.Offset()
+	st.Version++
+	st.UpdatedAt = p.now()
+	ctx.SetValue(st)
+}
+
+// current returns the SKU's state, a fresh one if it has none.
+func (p *Processor) current(ctx goka.Context) *topology.StockState {
+	if v := ctx.Value(); v != nil {
+		return v.(*topology.StockState)
+	}
+	return topology.NewStockState()
+}
+
+// replay handles a command at or below LastOffset: its effect is in the
+// table already. Only a Reserve needs an answer, since the first one may
+// have been lost with the crash that caused the replay; the hold has it.
+func (p *Processor) replay(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) {
+	if p.metrics != nil {
+		p.metrics.Command(cmd.Kind, true)
+	}
+	if cmd.Kind != topology.CmdReserve {
+		return
+	}
+	if h, ok := st.Hold(cmd.OrderID); ok {
+		p.answer(ctx, st, h)
+	}
+}
+
+// apply changes st for cmd and reports whether it changed.
+func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) bool {
+	switch cmd.Kind {
+	case topology.CmdSetStock:
+		st.Available = cmd.Available
+		return true
+	case topology.CmdReserve:
+		if h, ok := st.Hold(cmd.OrderID); ok {
+			// The orders processor re-sent a Reserve after its own replay:
+			// answer as before, so a line's answer never flips.
+			p.answer(ctx, st, h)
+			return false
+		}
+		h := topology.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: topology.HoldRefused}
+		if st.Available >= int64(cmd.Quantity) {
+			h.Outcome = topology.HoldReserved
+			st.Available -= int64(cmd.Quantity)
+			st.Reserved += int64(cmd.Quantity)
+		}
+		st.PutHold(h)
+		p.answer(ctx, st, h)
+		return true
+	case topology.CmdCommit, topology.CmdRelease:
+		h, ok := st.Hold(cmd.OrderID)
+		if !ok {
+			return false
+		}
+		if h.Outcome == topology.HoldReserved {
+			st.Reserved -= int64(h.Quantity)
+			if cmd.Kind == topology.CmdCommit {
+				st.Sold += int64(h.Quantity)
+			} else {
+				st.Available += int64(h.Quantity)
+			}
+		}
+		st.DeleteHold(cmd.OrderID)
+		return true
+	}
+	// DecodeInventoryCommand refuses unknown kinds, so this is only reached
+	// if a kind is added there and not here.
+	p.deadLetter(ctx, cmd.Encode(), fmt.Errorf("unhandled command kind %s", cmd.Kind))
+	return false
+}
+
+// answer emits the result that hold h records, keyed by its order.
+func (p *Processor) answer(ctx goka.Context, st *topology.StockState, h topology.Hold) {
+	outcome := topology.OutcomeReserved
+	if h.Outcome == topology.HoldRefused {
+		outcome = topology.OutcomeInsufficient
+	}
+	ctx.Emit(topology.InventoryResults, h.OrderID.String(), &topology.ReservationResult{
+		OrderID:   h.OrderID,
+		SKU:       ctx.Key(),
+		Outcome:   outcome,
+		Quantity:  h.Quantity,
+		Available: st.Available,
+	})
+}
+
+func (p *Processor) deadLetter(ctx goka.Context, raw []byte, err error) {
+	p.log.Warn("inventory command sent to the dead-letter topic", "key", ctx.Key(), "partition", ctx.Partition(), "offset", ctx.Offset(), "err", err)
+	if p.metrics != nil {
+		p.metrics.DeadLetter()
+	}
+	dlq.Send(ctx, raw, err)
+}

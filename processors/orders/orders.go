@@ -1,0 +1,300 @@
+// Package orders is the orders processor: each order's state in the orders
+// group table, one Reserve per line to the inventory, and the decision to
+// confirm or reject once every line has its answer. Its idempotency argument
+// is in package topology.
+package orders
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/processors/dlq"
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// Metrics are the counters the processor updates.
+type Metrics interface {
+	// Final counts an order that reached status s.
+	Final(s topology.Status)
+	// Replay counts an input for an order that already had its effect.
+	Replay()
+	// DeadLetter counts a record sent to the dead-letter topic.
+	DeadLetter()
+}
+
+// Limits bound what a submission may contain. The edge enforces stricter
+// limits first; these protect the processor from records written around it.
+type Limits struct {
+	MaxItems    int    // default 1000
+	MaxQuantity uint32 // default 1,000,000
+}
+
+// Processor holds the callbacks of the orders group. Its only state is the
+// group table, so one value serves all partitions concurrently.
+type Processor struct {
+	now     func() time.Time
+	log     *slog.Logger
+	metrics Metrics
+	limits  Limits
+}
+
+// New returns the processor. log defaults to slog.Default, now to time.Now;
+// metrics may be nil.
+func New(log *slog.Logger, metrics Metrics, now func() time.Time, limits Limits) *Processor {
+	if log == nil {
+		log = slog.Default()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if limits.MaxItems == 0 {
+		limits.MaxItems = 1000
+	}
+	if limits.MaxQuantity == 0 {
+		limits.MaxQuantity = 1_000_000
+	}
+	return &Processor{now: now, log: log, metrics: metrics, limits: limits}
+}
+
+// Graph is the group graph with this processor's callbacks.
+func (p *Processor) Graph() *goka.GroupGraph {
+	return topology.OrdersGraph(p.OnSubmitted, p.OnResult)
+}
+
+// OnSubmitted starts an order, or replays what a repeated submission needs.
+func (p *Processor) OnSubmitted(ctx goka.Context, msg any) {
+	raw, _ := msg.([]byte)
+	sub, err := topology.DecodeOrderSubmitted(raw)
+	if err == nil && sub.OrderID.String() != ctx.Key() {
+		err = fmt.Errorf("key %q is not the order id %s", ctx.Key(), sub.OrderID)
+	}
+	if err != nil {
+		p.deadLetter(ctx, raw, err)
+		return
+	}
+	if st := current(ctx); st != nil {
+		if st.RequestHash != sub.RequestHash {
+			// Two edges accepted the same Idempotency-Key with different
+			// bodies at the same moment; the first one to get here won.
+			p.log.Warn("submission conflicts with an existing order; ignored", "order_id", ctx.Key())
+		}
+		p.replay(ctx, st)
+		return
+	}
+	now := p.now()
+	st := &topology.OrderState{
+		Version:        1,
+		OrderID:        sub.OrderID,
+		CustomerID:     sub.CustomerID,
+		Currency:       sub.Currency,
+		Status:         topology.StatusPending,
+		CreatedAt:      sub.SubmittedAt,
+		UpdatedAt:      now,
+		ClientID:       sub.ClientID,
+		IdempotencyKey: sub.IdempotencyKey,
+		RequestHash:    sub.RequestHash,
+		Lines:          make([]topology.Line, len(sub.Items)),
+	}
+	if st.CreatedAt.IsZero() {
+		st.CreatedAt = now
+	}
+	for i, it := range sub.Items {
+		st.Lines[i] = topology.Line{Item: it}
+	}
+	if err := p.validate(sub); err != nil {
+		st.Status, st.Reason = topology.StatusRejected, "invalid order: "+err.Error()
+		ctx.SetValue(st)
+		p.final(st.Status)
+		return
+	}
+	ctx.SetValue(st)
+	p.reserveAwaiting(ctx, st)
+}
+
+// OnResult records the inventory's answer for one line and decides the
+// order once every line has one.
+func (p *Processor) OnResult(ctx goka.Context, msg any) {
+	raw, _ := msg.([]byte)
+	res, err := topology.DecodeReservationResult(raw)
+	if err == nil && res.OrderID.String() != ctx.Key() {
+		err = fmt.Errorf("key %q is not the order id %s", ctx.Key(), res.OrderID)
+	}
+	if err != nil {
+		p.deadLetter(ctx, raw, err)
+		return
+	}
+	st := current(ctx)
+	if st == nil {
+		// The Reserve reached the inventory but the state write that
+		// preceded it did not reach the changelog before a crash. The
+		// submission is replayed (its offset was not committed), re-sends
+		// the Reserve, and the inventory answers again from its hold.
+		p.log.Debug("result for an unknown order; waiting for its submission to replay", "order_id", ctx.Key())
+		p.replayed()
+		return
+	}
+	if st.Status.Final() {
+		p.replay(ctx, st)
+		return
+	}
+	i := lineOf(st, res.SKU)
+	if i < 0 {
+		p.deadLetter(ctx, raw, fmt.Errorf("order %s has no line for sku %q", st.OrderID, res.SKU))
+		return
+	}
+	if st.Lines[i].Result != topology.LineAwaiting {
+		p.replayed() // the inventory answered a re-sent Reserve
+		return
+	}
+	st.Lines[i].Result = topology.LineReserved
+	if res.Outcome == topology.OutcomeInsufficient {
+		st.Lines[i].Result = topology.LineInsufficient
+	}
+	st.Version++
+	st.UpdatedAt = p.now()
+	if !decided(st) {
+		ctx.SetValue(st)
+		return
+	}
+	st.Status, st.Reason = topology.StatusConfirmed, ""
+	if reason := rejection(st, res); reason != "" {
+		st.Status, st.Reason = topology.StatusRejected, reason
+	}
+	ctx.SetValue(st)
+	p.final(st.Status)
+	p.settle(ctx, st)
+}
+
+// replay handles an input for an order whose effects may be partly lost:
+// re-send the Reserve of lines still awaiting an answer, or the Commit or
+// Release of a final order. Every one of them is idempotent in the inventory.
+func (p *Processor) replay(ctx goka.Context, st *topology.OrderState) {
+	p.replayed()
+	if st.Status.Final() {
+		p.settle(ctx, st)
+		return
+	}
+	p.reserveAwaiting(ctx, st)
+}
+
+// reserveAwaiting emits a Reserve for each line without an answer.
+func (p *Processor) reserveAwaiting(ctx goka.Context, st *topology.OrderState) {
+	for _, l := range st.Lines {
+		if l.Result == topology.LineAwaiting {
+			ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{
+				Kind: topology.CmdReserve, OrderID: st.OrderID, Quantity: l.Quantity,
+			})
+		}
+	}
+}
+
+// settle emits what a final order owes the inventory: Commit of every line
+// of a confirmed order, Release of every answered line of a rejected one
+// (which returns reserved units and forgets refusals).
+func (p *Processor) settle(ctx goka.Context, st *topology.OrderState) {
+	kind := topology.CmdRelease
+	if st.Status == topology.StatusConfirmed {
+		kind = topology.CmdCommit
+	}
+	for _, l := range st.Lines {
+		if l.Result == topology.LineAwaiting {
+			continue // rejected before it was sent to the inventory
+		}
+		ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{Kind: kind, OrderID: st.OrderID})
+	}
+}
+
+// validate re-checks what the edge checks, for records written around it.
+func (p *Processor) validate(sub *topology.OrderSubmitted) error {
+	if len(sub.Items) == 0 {
+		return errors.New("no items")
+	}
+	if len(sub.Items) > p.limits.MaxItems {
+		return fmt.Errorf("%d items, more than %d", len(sub.Items), p.limits.MaxItems)
+	}
+	seen := make(map[string]struct{}, len(sub.Items))
+	for _, it := range sub.Items {
+		switch {
+		case it.SKU == "":
+			return errors.New("empty sku")
+		case it.Quantity == 0 || it.Quantity > p.limits.MaxQuantity:
+			return fmt.Errorf("sku %s: quantity %d out of range", it.SKU, it.Quantity)
+		case it.UnitPriceCents < 0:
+			return fmt.Errorf("sku %s: negative price", it.SKU)
+		}
+		if _, dup := seen[it.SKU]; dup {
+			return fmt.Errorf("sku %s appears twice", it.SKU)
+		}
+		seen[it.SKU] = struct{}{}
+	}
+	return nil
+}
+
+func current(ctx goka.Context) *topology.OrderState {
+	if v := ctx.Value(); v != nil {
+		return v.(*topology.OrderState)
+	}
+	return nil
+}
+
+func lineOf(st *topology.OrderState, sku string) int {
+	for i, l := range st.Lines {
+		if l.SKU == sku {
+			return i
+		}
+	}
+	return -1
+}
+
+func decided(st *topology.OrderState) bool {
+	for _, l := range st.Lines {
+		if l.Result == topology.LineAwaiting {
+			return false
+		}
+	}
+	return true
+}
+
+// rejection is the reason a decided order is rejected, "" if it is not.
+// last is the result that decided it, whose Available is the freshest.
+func rejection(st *topology.OrderState, last *topology.ReservationResult) string {
+	var short []string
+	for _, l := range st.Lines {
+		if l.Result != topology.LineInsufficient {
+			continue
+		}
+		s := fmt.Sprintf("%s (requested %d)", l.SKU, l.Quantity)
+		if l.SKU == last.SKU {
+			s = fmt.Sprintf("%s (requested %d, available %d)", l.SKU, l.Quantity, last.Available)
+		}
+		short = append(short, s)
+	}
+	if len(short) == 0 {
+		return ""
+	}
+	return "insufficient stock: " + strings.Join(short, ", ")
+}
+
+func (p *Processor) final(s topology.Status) {
+	if p.metrics != nil {
+		p.metrics.Final(s)
+	}
+}
+
+func (p *Processor) replayed() {
+	if p.metrics != nil {
+		p.metrics.Replay()
+	}
+}
+
+func (p *Processor) deadLetter(ctx goka.Context, raw []byte, err error) {
+	p.log.Warn("orders record sent to the dead-letter topic", "topic", ctx.Topic(), "key", ctx.Key(), "partition", ctx.Partition(), "offset", ctx.Offset(), "err", err)
+	if p.metrics != nil {
+		p.metrics.DeadLetter()
+	}
+	dlq.Send(ctx, raw, err)
+}

@@ -1,0 +1,131 @@
+package pgsink
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// orderRow is the newest state of one order in a batch, with the record it
+// came from (for the dead-letter topic, should Postgres refuse it).
+type orderRow struct {
+	state *topology.OrderState
+	rec   *kgo.Record
+}
+
+// stockRow is the newest state of one SKU in a batch.
+type stockRow struct {
+	sku   string
+	state *topology.StockState
+	rec   *kgo.Record
+}
+
+// deadLetter is a record the sink gives up on, with the reason.
+type deadLetter struct {
+	rec    *kgo.Record
+	reason error
+}
+
+// batch is what one transaction writes: the newest version of every key in
+// the polled records, sorted by primary key so that concurrent writers take
+// row locks in the same order.
+type batch struct {
+	orders []orderRow
+	stock  []stockRow
+	// dead are records that cannot be decoded or stored at all.
+	dead []deadLetter
+}
+
+// newBatch decodes recs and keeps the highest version of each key. Among
+// equal versions the later record wins. Tombstones (nil values) are skipped:
+// the tables never delete a row, and neither does the sink.
+func newBatch(recs []*kgo.Record) *batch {
+	b := &batch{}
+	orders := make(map[topology.OrderID]orderRow)
+	stock := make(map[string]stockRow)
+	for _, rec := range recs {
+		if rec.Value == nil {
+			continue
+		}
+		switch rec.Topic {
+		case string(topology.OrdersTable()):
+			o, err := decodeOrder(rec)
+			if err != nil {
+				b.dead = append(b.dead, deadLetter{rec, err})
+				continue
+			}
+			if old, ok := orders[o.OrderID]; !ok || o.Version >= old.state.Version {
+				orders[o.OrderID] = orderRow{o, rec}
+			}
+		case string(topology.InventoryTable()):
+			st, err := decodeStock(rec)
+			if err != nil {
+				b.dead = append(b.dead, deadLetter{rec, err})
+				continue
+			}
+			sku := string(rec.Key)
+			if old, ok := stock[sku]; !ok || st.Version >= old.state.Version {
+				stock[sku] = stockRow{sku, st, rec}
+			}
+		default:
+			b.dead = append(b.dead, deadLetter{rec, fmt.Errorf("pgsink does not consume topic %s", rec.Topic)})
+		}
+	}
+	for _, r := range orders {
+		b.orders = append(b.orders, r)
+	}
+	slices.SortFunc(b.orders, func(x, y orderRow) int {
+		return bytes.Compare(x.state.OrderID[:], y.state.OrderID[:])
+	})
+	for _, r := range stock {
+		b.stock = append(b.stock, r)
+	}
+	slices.SortFunc(b.stock, func(x, y stockRow) int { return cmp.Compare(x.sku, y.sku) })
+	return b
+}
+
+// decodeOrder decodes an orders-table record and refuses what the orders
+// table could never hold.
+func decodeOrder(rec *kgo.Record) (*topology.OrderState, error) {
+	o, err := topology.DecodeOrderState(rec.Value)
+	if err != nil {
+		return nil, fmt.Errorf("decode order state: %w", err)
+	}
+	if string(rec.Key) != o.OrderID.String() {
+		return nil, fmt.Errorf("decode order state: %w: key %q is not the order id %s", topology.ErrMalformed, rec.Key, o.OrderID)
+	}
+	if o.Version > math.MaxInt64 {
+		return nil, fmt.Errorf("decode order state: %w: version %d does not fit a bigint", topology.ErrMalformed, o.Version)
+	}
+	return o, nil
+}
+
+// decodeStock decodes an inventory-table record, whose key is the SKU.
+func decodeStock(rec *kgo.Record) (*topology.StockState, error) {
+	st, err := topology.DecodeStockState(rec.Value)
+	if err != nil {
+		return nil, fmt.Errorf("decode stock state: %w", err)
+	}
+	if len(rec.Key) == 0 {
+		return nil, fmt.Errorf("decode stock state: %w: empty key (the SKU)", topology.ErrMalformed)
+	}
+	if st.Version > math.MaxInt64 {
+		return nil, fmt.Errorf("decode stock state: %w: version %d does not fit a bigint", topology.ErrMalformed, st.Version)
+	}
+	return st, nil
+}
+
+// itemCount is the number of order_items rows of the batch.
+func (b *batch) itemCount() int {
+	n := 0
+	for _, r := range b.orders {
+		n += len(r.state.Lines)
+	}
+	return n
+}

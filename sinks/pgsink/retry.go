@@ -1,0 +1,176 @@
+package pgsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// errKind sorts database errors by what the sink does about them.
+type errKind int
+
+const (
+	// errTransient: Postgres is unavailable or failed for a reason that has
+	// nothing to do with the rows (connection lost, shutting down, out of
+	// resources, serialization failure, timeout, even a missing table that an
+	// operator must migrate). The same batch is retried after a backoff,
+	// forever: skipping it would lose data.
+	errTransient errKind = iota
+	// errData: Postgres refused the data of some row (SQLSTATE class 22 data
+	// exception, 23 integrity constraint violation, 54 program limit exceeded,
+	// e.g. a key too large for its index). Retrying the batch would fail
+	// forever, so the batch is written row by row and the rows that still
+	// fail go to the dead-letter topic.
+	errData
+)
+
+func (k errKind) String() string {
+	if k == errData {
+		return "data"
+	}
+	return "transient"
+}
+
+// classify sorts err by its SQLSTATE, never by its text. Errors without a
+// SQLSTATE (network, TLS, timeouts, a closed pool) are transient.
+func classify(err error) errKind {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		switch pgErr.Code[:2] {
+		case "22", "23", "54":
+			return errData
+		}
+	}
+	return errTransient
+}
+
+// backoff yields the waits between attempts: exponential from min to max,
+// with equal jitter (half fixed, half random) so that sinks that lost
+// Postgres together do not retry in lockstep. Not safe for concurrent use.
+type backoff struct {
+	min, max time.Duration
+	attempt  int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.max
+	if b.attempt < 62 && b.min<<b.attempt > 0 && b.min<<b.attempt < b.max {
+		d = b.min << b.attempt
+		b.attempt++
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// sleep waits for d or until ctx ends, whichever is first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// health is the state Health reports. Safe for concurrent use.
+type health struct {
+	mu        sync.Mutex
+	downSince time.Time // zero while Postgres is fine
+	lastErr   error
+}
+
+// down records a failed attempt and returns the start of the outage.
+func (h *health) down(err error) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		h.downSince = time.Now()
+	}
+	h.lastErr = err
+	return h.downSince
+}
+
+// up records a successful attempt and returns how long Postgres was down,
+// zero if it was not.
+func (h *health) up() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		return 0
+	}
+	d := time.Since(h.downSince)
+	h.downSince, h.lastErr = time.Time{}, nil
+	return d
+}
+
+func (h *health) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		return nil
+	}
+	return fmt.Errorf("postgres unavailable since %s, retrying: %w", h.downSince.UTC().Format(time.RFC3339), h.lastErr)
+}
+
+func (h *health) backingOff() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.downSince.IsZero()
+}
+
+// write writes b to Postgres, retrying with backoff until it succeeds or ctx
+// ends, and returns the rows Postgres refused on their own, to be dead
+// lettered. It returns an error only when ctx ended, and then nothing of b
+// may be committed to Kafka.
+func (s *Sink) write(ctx context.Context, b *batch) ([]deadLetter, error) {
+	if len(b.orders) == 0 && len(b.stock) == 0 {
+		return nil, nil
+	}
+	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		w, dead, err := s.attempt(ctx, b)
+		if err == nil {
+			s.batchDur.Observe(time.Since(start).Seconds())
+			s.stats.wrote(w)
+			if was := s.health.up(); was > 0 {
+				s.log.Info("postgres is back", "down_for", was.Round(time.Millisecond), "attempts", attempt)
+			}
+			s.log.Debug("batch written", "orders", len(b.orders), "inventory", len(b.stock), "changed_orders", w.orders, "changed_items", w.items, "changed_inventory", w.inventory, "refused", len(dead), "took", time.Since(start))
+			return dead, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.stats.dbErrors.Add(1)
+		since := s.health.down(err)
+		wait := bo.next()
+		s.log.Warn("postgres write failed; retrying the same batch", "attempt", attempt, "down_since", since, "retry_in", wait.Round(time.Millisecond), "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// attempt makes one attempt at b, each path bounded by WriteTimeout: the
+// batch path, then, when Postgres refused its data, the row path.
+func (s *Sink) attempt(ctx context.Context, b *batch) (written, []deadLetter, error) {
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	w, err := writeBatch(bctx, s.pool, b)
+	cancel()
+	if err == nil || classify(err) != errData {
+		return w, nil, err
+	}
+	s.stats.refusedBatches.Add(1)
+	s.log.Warn("postgres refused a row of the batch; writing it row by row", "orders", len(b.orders), "inventory", len(b.stock), "err", err)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	return writeRows(rctx, s.pool, b)
+}

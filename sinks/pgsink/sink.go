@@ -1,0 +1,266 @@
+// Package pgsink writes the Goka group tables to PostgreSQL: it consumes the
+// changelogs of the orders and inventory tables and upserts the orders,
+// order_items and inventory rows that users query.
+//
+// The sink is at-least-once on Kafka and idempotent on Postgres: a batch is
+// written in one transaction, every upsert only moves a row to a higher
+// version, and offsets are committed to Kafka only after that transaction
+// committed. Replaying any part of a changelog therefore leaves the database
+// unchanged, and a crash at any point loses nothing.
+package pgsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// DefaultGroup is the consumer group of the sink.
+const DefaultGroup = "orderpipe-sink"
+
+// Config configures a Sink. The zero value of every optional field means its
+// documented default.
+type Config struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string
+	// Group is the consumer group. Default DefaultGroup ("orderpipe-sink").
+	// A group seen for the first time starts at the oldest offset of the
+	// changelogs, so a new group rebuilds the tables from scratch.
+	Group string
+	// MaxBatch is the most records written in one database transaction.
+	// Default 5000.
+	MaxBatch int
+	// MinBackoff and MaxBackoff bound the wait between two attempts to write
+	// a batch while Postgres fails: it doubles from MinBackoff up to
+	// MaxBackoff, with jitter. Defaults 100ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// WriteTimeout bounds one attempt to write a batch, so that a Postgres
+	// that accepts connections but does not answer (a frozen server, a
+	// network partition) counts as down instead of hanging the sink.
+	// Default 30s.
+	WriteTimeout time.Duration
+	// ShutdownTimeout bounds what Run still does once its context ended:
+	// committing the offsets of a batch already in Postgres and leaving the
+	// group. Default 5s.
+	ShutdownTimeout time.Duration
+	// Logger receives the sink's and franz-go's messages. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// Registerer, when set, receives the sink's metrics (see NewCollector).
+	// Registration fails if the registry already has a sink's metrics.
+	Registerer prometheus.Registerer
+	// ClientOpts are appended to the franz-go options the sink sets, so they
+	// win: tests pass e.g. kgo.FetchMaxWait.
+	ClientOpts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 5000
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first setting that cannot work. Zero values are
+// valid: they mean the defaults.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("pgsink: no brokers")
+	case c.MaxBatch < 0:
+		return fmt.Errorf("pgsink: max batch must be >= 0 (0 = default), got %d", c.MaxBatch)
+	case c.MinBackoff < 0 || c.MaxBackoff < 0:
+		return fmt.Errorf("pgsink: backoff must be >= 0 (0 = default), got %s..%s", c.MinBackoff, c.MaxBackoff)
+	case c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff:
+		return fmt.Errorf("pgsink: min backoff %s is above max backoff %s", c.MinBackoff, c.MaxBackoff)
+	case c.WriteTimeout < 0 || c.ShutdownTimeout < 0:
+		return fmt.Errorf("pgsink: timeouts must be >= 0 (0 = default), got write %s, shutdown %s", c.WriteTimeout, c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// Sink consumes the table changelogs and writes them to Postgres. Create it
+// with New and start it with Run; Health and Stats are safe to call from any
+// goroutine at any time.
+type Sink struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	running atomic.Bool
+	health  health
+	stats   counters
+	batchDur prometheus.Histogram
+}
+
+// New returns a sink that writes through pool, which stays the caller's:
+// the sink never closes it. It registers the metrics when cfg.Registerer is
+// set. New starts nothing; Run does.
+func New(cfg Config, pool *pgxpool.Pool) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if pool == nil {
+		return nil, errors.New("pgsink: nil pool")
+	}
+	cfg.setDefaults()
+	s := &Sink{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "pgsink")}
+	s.batchDur = newBatchDuration()
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newCollector(s)); err != nil {
+			return nil, fmt.Errorf("pgsink: register metrics: %w", err)
+		}
+		if err := cfg.Registerer.Register(s.batchDur); err != nil {
+			return nil, fmt.Errorf("pgsink: register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Health returns nil while the last attempt to write to Postgres succeeded
+// (or none failed yet), and an error saying since when Postgres is
+// unavailable while the sink is backing off. Rows that Postgres refuses do
+// not make the sink unhealthy: they go to the dead-letter topic.
+func (s *Sink) Health() error { return s.health.err() }
+
+// Stats returns the sink's counters since New.
+func (s *Sink) Stats() Stats { return s.stats.snapshot() }
+
+// Run consumes and writes until ctx ends, then returns nil; it returns an
+// error only if the sink cannot run at all. Run owns its franz-go client
+// (consumer of both changelogs, producer of dead letters), creates it on
+// entry and closes it before returning, after leaving the group. It runs
+// one batch at a time on the calling goroutine; franz-go's own goroutines
+// are the only others. Run must not be called again while it runs.
+//
+// When ctx ends in the middle of a batch, a batch already committed to
+// Postgres still gets its offsets committed (within ShutdownTimeout); any
+// other batch is abandoned without committing, and the next owner of its
+// partitions writes it again.
+func (s *Sink) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("pgsink: Run is already running")
+	}
+	defer s.running.Store(false)
+
+	cl, err := kgo.NewClient(s.clientOpts()...)
+	if err != nil {
+		return fmt.Errorf("pgsink: new kafka client: %w", err)
+	}
+	defer s.close(cl)
+	s.log.Info("sink started", "group", s.cfg.Group, "topics", []string{string(topology.OrdersTable()), string(topology.InventoryTable())}, "max_batch", s.cfg.MaxBatch)
+
+	for {
+		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fetches.IsClientClosed() {
+			return errors.New("pgsink: kafka client closed while running")
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			// franz-go retries what can be retried; what surfaces here is
+			// for an operator (e.g. data loss, authorization).
+			s.log.Error("fetch failed", "topic", topic, "partition", partition, "err", err)
+		})
+		if recs := fetches.Records(); len(recs) > 0 {
+			s.process(ctx, cl, recs)
+		}
+		// Only now may partitions move: everything polled is either
+		// committed or, when ctx ended, abandoned uncommitted.
+		cl.AllowRebalance()
+	}
+}
+
+func (s *Sink) clientOpts() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(s.cfg.Brokers...),
+		kgo.ClientID("orderpipe-sink"),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(string(topology.OrdersTable()), string(topology.InventoryTable())),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Offsets are committed by process, after the database commit, and
+		// rebalances wait until then so we never commit a partition that
+		// moved to another member meanwhile.
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) {
+			if err := s.Health(); err != nil {
+				s.log.Warn("rebalance waits for a batch that cannot be written", "err", err)
+			}
+		}),
+		// Dead letters: franz-go's producer is idempotent with acks=all by
+		// default; the partitioner is the one every producer shares.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(topology.Partitioner()),
+		kgo.WithLogger(kgoLogger{s.cfg.Logger.With("component", "pgsink.kgo")}),
+	}
+	return append(opts, s.cfg.ClientOpts...)
+}
+
+// close leaves the group and closes cl within ShutdownTimeout.
+func (s *Sink) close(cl *kgo.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	cl.AllowRebalance()
+	if err := cl.LeaveGroupContext(ctx); err != nil {
+		s.log.Warn("leave group", "group", s.cfg.Group, "err", err)
+	}
+	cl.Close()
+	s.log.Info("sink stopped", "group", s.cfg.Group)
+}
+
+// process writes one polled batch and commits its offsets. It returns when
+// the batch is committed, or when ctx ended; a batch it cannot write is
+// retried, never skipped.
+func (s *Sink) process(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) {
+	s.stats.records.Add(uint64(len(recs)))
+	b := newBatch(recs)
+	dead, err := s.write(ctx, b)
+	if err != nil {
+		s.log.Info("batch abandoned at shutdown", "records", len(recs), "err", err)
+		return
+	}
+	dead = append(b.dead, dead...)
+	if err := s.sendDeadLetters(ctx, cl, dead); err != nil {
+		s.log.Info("batch abandoned at shutdown before its dead letters were acknowledged", "records", len(recs), "err", err)
+		return
+	}
+	// The batch is in Postgres and its dead letters are acknowledged: commit
+	// even if ctx just ended, so the next owner does not redo it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := cl.CommitRecords(cctx, recs...); err != nil {
+		// Harmless for correctness: the records are written, and whoever
+		// consumes them again writes the same rows.
+		s.log.Warn("commit offsets", "records", len(recs), "err", err)
+		return
+	}
+	s.stats.commits.Add(1)
+	s.stats.lastCommit.Store(time.Now().UnixNano())
+}

@@ -34,25 +34,24 @@ func (c Config) Ensure(ctx context.Context, adm *kadm.Client, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	existing, err := c.Describe(ctx, adm)
-	if err != nil {
-		return err
-	}
+	// Create first and ask second: franz-go caches metadata (including "unknown
+	// topic") for MetadataMinAge, so a describe before the create would make
+	// the describe after it stale.
 	for _, spec := range c.Topics(rf) {
-		if _, ok := existing[spec.Name]; ok {
-			continue
-		}
 		configs := make(map[string]*string, len(spec.Configs))
 		for k, v := range spec.Configs {
 			configs[k] = kadm.StringPtr(v)
 		}
 		_, err := adm.CreateTopic(ctx, spec.Partitions, rf, configs, spec.Name)
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		switch {
+		case errors.Is(err, kerr.TopicAlreadyExists):
+			continue
+		case err != nil:
 			return fmt.Errorf("create topic %s: %w", spec.Name, err)
 		}
 		log.Info("created topic", "topic", spec.Name, "partitions", spec.Partitions, "replication", rf, "cleanup.policy", spec.Configs["cleanup.policy"])
 	}
-	existing, err = c.Describe(ctx, adm)
+	existing, err := c.Describe(ctx, adm)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,8 @@ const (
 	pollInterval = 50 * time.Millisecond
 	// logTailBytes is how much of the server log goes into a start error.
 	logTailBytes = 4 << 10
+	// cleanupTimeout bounds the cleanup after a failed Start.
+	cleanupTimeout = 10 * time.Second
 	// killWait bounds the wait for killed backends to exit.
 	killWait = 10 * time.Second
 	// maxSocketPath is sizeof(sockaddr_un.sun_path) minus the NUL on Linux.
@@ -80,8 +83,11 @@ type Server struct {
 	logPath string
 	cred    *syscall.Credential // nil when not root
 
+	// port is atomic so URL and Port never wait behind a Halt or Resume;
+	// it changes only while Start picks one.
+	port atomic.Int64
+
 	mu     sync.Mutex
-	port   int
 	proc   *process // nil when never started or after a stop
 	closed bool
 }
@@ -99,6 +105,12 @@ type process struct {
 // everything it made is removed and the error carries the tail of the
 // server log.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
+	return start(ctx, cfg, freePort)
+}
+
+// start is Start with the port picker as a parameter, so a test can hand
+// out a taken port and see the retry.
+func start(ctx context.Context, cfg Config, pickPort func() (int, error)) (*Server, error) {
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("pglocal: port %d out of range", cfg.Port)
 	}
@@ -128,10 +140,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		logPath: filepath.Join(root, "postgres.log"),
 		cred:    cred,
 	}
-	if err := s.start(ctx, cfg.Port); err != nil {
-		// Close cannot fail to time out here: cleanup is bounded by the
-		// escalation to SIGKILL, and the caller's ctx may already be done.
-		if cerr := s.Close(context.WithoutCancel(ctx)); cerr != nil {
+	if err := s.init(ctx, cfg.Port, pickPort); err != nil {
+		// ctx may be what failed, yet the directory must still go.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if cerr := s.Close(cctx); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 		return nil, err
@@ -139,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) start(ctx context.Context, port int) error {
+func (s *Server) init(ctx context.Context, port int, pickPort func() (int, error)) error {
 	if len(s.sockDir)+len("/.s.PGSQL.65535") > maxSocketPath {
 		return fmt.Errorf("pglocal: socket dir %q too long for a unix socket path; use a shorter Config.Dir", s.sockDir)
 	}
@@ -163,7 +176,7 @@ func (s *Server) start(ctx context.Context, port int) error {
 		p := port
 		if p == 0 {
 			var err error
-			if p, err = freePort(); err != nil {
+			if p, err = pickPort(); err != nil {
 				return err
 			}
 		}
@@ -224,9 +237,9 @@ func (s *Server) launchLocked(ctx context.Context, port int) error {
 	// instead of losing Postgres while sinks still flush.
 	cmd.SysProcAttr.Setpgid = true
 	// If this process dies without Close, take the server down with it.
-	// Pdeathsig fires when the forking OS thread exits; the Go runtime only
-	// ends threads whose goroutine exits while locked to them, which this
-	// code never does.
+	// Pdeathsig fires when the forking OS thread exits; the Go runtime ends
+	// a thread only when a goroutine exits while locked to it
+	// (runtime.LockOSThread without unlock), which orderpipe never does.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 
 	logf, err := s.openLog()
@@ -246,11 +259,10 @@ func (s *Server) launchLocked(ctx context.Context, port int) error {
 		close(p.done)
 	}()
 	s.proc = p
-	s.port = port
+	s.port.Store(int64(port))
 
 	if err := s.waitReady(ctx, p); err != nil {
-		s.stopLocked(ctx, syscall.SIGQUIT)
-		s.proc = nil
+		s.killLocked()
 		if portInUse(s.logSince(logStart)) {
 			err = fmt.Errorf("%w: %w", errPortInUse, err)
 		}
@@ -264,18 +276,35 @@ func (s *Server) launchLocked(ctx context.Context, port int) error {
 // process exits, or the deadline passes.
 func (s *Server) waitReady(ctx context.Context, p *process) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
+	// A probe can hang on whatever else holds the port; end it as soon as
+	// the server exits. This goroutine ends when cancel runs on return.
+	watched := make(chan struct{})
+	defer func() { cancel(); <-watched }()
+	go func() {
+		defer close(watched)
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	var lastErr error
 	for {
-		if lastErr = ping(ctx, urlFor(s.port, superuser)); lastErr == nil {
+		if lastErr = ping(ctx, s.URL()); lastErr == nil {
 			return nil
 		}
 		select {
 		case <-p.done:
 			return fmt.Errorf("exited before accepting connections: %v", p.err)
 		case <-ctx.Done():
+			// The watcher cancels ctx when the server exits; report that.
+			select {
+			case <-p.done:
+				return fmt.Errorf("exited before accepting connections: %v", p.err)
+			default:
+			}
 			return fmt.Errorf("not ready: %w (last connect error: %v)", ctx.Err(), lastErr)
 		case <-tick.C:
 		}
@@ -301,9 +330,7 @@ func (s *Server) URL() string {
 // Port returns the TCP port the server listens on; it stays the same across
 // Halt and Resume.
 func (s *Server) Port() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.port
+	return int(s.port.Load())
 }
 
 func urlFor(port int, db string) string {
@@ -343,7 +370,7 @@ func (s *Server) Resume(ctx context.Context) error {
 		return nil
 	}
 	s.proc = nil // it exited on its own; already reaped
-	return s.launchLocked(ctx, s.port)
+	return s.launchLocked(ctx, s.Port())
 }
 
 // Kill sends SIGKILL to the server and all its backends, like a crash, and
@@ -422,7 +449,7 @@ func (s *Server) stopLocked(ctx context.Context, sig syscall.Signal) error {
 	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
-		s.log.Info("pglocal: postgres stopped", "port", s.port)
+		s.log.Info("pglocal: postgres stopped", "port", s.Port())
 		return nil
 	case <-ctx.Done():
 		s.killLocked()
@@ -445,9 +472,9 @@ func (s *Server) killLocked() {
 	<-p.done
 	s.proc = nil
 	if err := waitGroupGone(pgid, killWait); err != nil {
-		s.log.Warn("pglocal: backends outlived the kill", "port", s.port, "err", err)
+		s.log.Warn("pglocal: backends outlived the kill", "port", s.Port(), "err", err)
 	}
-	s.log.Info("pglocal: postgres killed", "port", s.port)
+	s.log.Info("pglocal: postgres killed", "port", s.Port())
 }
 
 // waitGroupGone waits until no process of group pgid is alive. Zombies

@@ -239,6 +239,9 @@ func TestStartFailsCleanlyOnTakenPort(t *testing.T) {
 	if s != nil {
 		t.Errorf("Start failed but returned a non-nil Server")
 	}
+	if !errors.Is(err, errPortInUse) {
+		t.Errorf("Start error: got %v, want it to wrap errPortInUse", err)
+	}
 	if !strings.Contains(err.Error(), "Address already in use") {
 		t.Errorf("Start error lacks the server log tail; got:\n%v", err)
 	}
@@ -265,5 +268,46 @@ func TestCompareVersions(t *testing.T) {
 		if (got > 0) != (tc.want > 0) || (got < 0) != (tc.want < 0) {
 			t.Errorf("compareVersions(%q, %q) = %d, want sign %d", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+// A picked port that someone else takes before postgres binds it must lead
+// to a retry on another port, not a failed Start.
+func TestStartRetriesTakenPickedPort(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+
+	picks := 0
+	pick := func() (int, error) {
+		picks++
+		if picks == 1 {
+			return taken, nil
+		}
+		return freePort()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	s, err := start(ctx, Config{}, pick)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if picks != 2 {
+		t.Errorf("port picks: got %d, want 2", picks)
+	}
+	if s.Port() == taken {
+		t.Errorf("Port(): got the taken port %d", taken)
+	}
+	if err := connectErr(t, s.URL()); err != nil {
+		t.Errorf("connect after retry: %v", err)
 	}
 }

@@ -109,12 +109,12 @@ func (c Config) Validate() error {
 // with New and start it with Run; Health and Stats are safe to call from any
 // goroutine at any time.
 type Sink struct {
-	cfg     Config
-	pool    *pgxpool.Pool
-	log     *slog.Logger
-	running atomic.Bool
-	health  health
-	stats   counters
+	cfg      Config
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+	running  atomic.Bool
+	health   health
+	stats    counters
 	batchDur prometheus.Histogram
 }
 

@@ -1,0 +1,525 @@
+package processors_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/internal/kafkatest"
+	"github.com/orderpipe/orderpipe/processors"
+	"github.com/orderpipe/orderpipe/topology"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func testLogger() *slog.Logger {
+	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// harness is a cluster with the topology's topics, a producer that
+// partitions like the edge, and views of both tables.
+type harness struct {
+	t        *testing.T
+	brokers  []string
+	cl       *kgo.Client
+	adm      *kadm.Client
+	orders   *goka.View
+	stock    *goka.View
+	topology topology.Config
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	c, err := kafkatest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	h := &harness{t: t, brokers: c.Brokers(), topology: topology.DefaultConfig()}
+	h.topology.Partitions = 6
+	if err := kafkatest.EnsureTopics(t.Context(), h.brokers, h.topology, testLogger()); err != nil {
+		t.Fatal(err)
+	}
+	h.cl, err = kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.RecordPartitioner(topology.Partitioner()), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.cl.Close)
+	h.adm = kadm.NewClient(h.cl)
+	vcfg := h.config(t.TempDir())
+	if h.orders, err = vcfg.NewOrdersView(nil); err != nil {
+		t.Fatal(err)
+	}
+	if h.stock, err = vcfg.NewInventoryView(nil); err != nil {
+		t.Fatal(err)
+	}
+	h.runInBackground(h.orders.Run)
+	h.runInBackground(h.stock.Run)
+	h.waitFor("views recovered", 30*time.Second, func() error {
+		if !h.orders.Recovered() || !h.stock.Recovered() {
+			return errors.New("not recovered")
+		}
+		return nil
+	})
+	return h
+}
+
+func (h *harness) config(dataDir string) processors.Config {
+	return processors.Config{Brokers: h.brokers, DataDir: dataDir, Topology: h.topology, Logger: testLogger()}
+}
+
+// runInBackground runs fn until the test ends and checks it returned cleanly.
+func (h *harness) runInBackground(fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				h.t.Errorf("background run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			h.t.Errorf("background run did not stop within 60s")
+		}
+	})
+}
+
+// startRunner starts the processors and returns a function that stops them
+// and waits until they returned.
+func (h *harness) startRunner(dataDir string, reg prometheus.Registerer) (*processors.Runner, func()) {
+	h.t.Helper()
+	r, err := processors.NewRunner(h.config(dataDir), reg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					h.t.Errorf("runner: %v", err)
+				}
+			case <-time.After(60 * time.Second):
+				h.t.Errorf("runner did not stop within 60s")
+			}
+		})
+	}
+	h.t.Cleanup(stop)
+	h.waitFor("processors ready", 60*time.Second, r.Ready)
+	return r, stop
+}
+
+func (h *harness) waitFor(what string, d time.Duration, cond func() error) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: not reached within %s: %v", what, d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) produce(topic goka.Stream, key string, value []byte) {
+	h.t.Helper()
+	if err := h.cl.ProduceSync(h.t.Context(), &kgo.Record{Topic: string(topic), Key: []byte(key), Value: value}).FirstErr(); err != nil {
+		h.t.Fatalf("produce to %s: %v", topic, err)
+	}
+}
+
+func (h *harness) setStock(sku string, n int64) {
+	h.produce(topology.InventoryCommands, sku, (&topology.InventoryCommand{Kind: topology.CmdSetStock, Available: n}).Encode())
+}
+
+func (h *harness) submit(items ...topology.Item) topology.OrderID {
+	h.t.Helper()
+	id, err := topology.NewOrderID()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.produce(topology.OrdersSubmitted, id.String(), (&topology.OrderSubmitted{
+		OrderID: id, CustomerID: "c1", Currency: "EUR", Items: items, SubmittedAt: time.Now(),
+	}).Encode())
+	return id
+}
+
+func (h *harness) order(id topology.OrderID) *topology.OrderState {
+	v, err := h.orders.Get(id.String())
+	if err != nil {
+		h.t.Fatalf("get order %s: %v", id, err)
+	}
+	if v == nil {
+		return nil
+	}
+	return v.(*topology.OrderState)
+}
+
+func (h *harness) stockOf(sku string) *topology.StockState {
+	v, err := h.stock.Get(sku)
+	if err != nil {
+		h.t.Fatalf("get stock %s: %v", sku, err)
+	}
+	if v == nil {
+		return topology.NewStockState()
+	}
+	return v.(*topology.StockState)
+}
+
+func (h *harness) waitFinal(ids ...topology.OrderID) {
+	h.t.Helper()
+	h.waitFor(fmt.Sprintf("%d orders final", len(ids)), 60*time.Second, func() error {
+		for _, id := range ids {
+			if o := h.order(id); o == nil || !o.Status.Final() {
+				return fmt.Errorf("order %s not final", id)
+			}
+		}
+		return nil
+	})
+}
+
+// waitQuiet waits until no SKU holds anything: every final order has
+// committed or released its holds.
+func (h *harness) waitQuiet(skus ...string) {
+	h.t.Helper()
+	h.waitFor("inventory quiet", 60*time.Second, func() error {
+		for _, sku := range skus {
+			if s := h.stockOf(sku); s.Reserved != 0 || s.HoldCount() != 0 {
+				return fmt.Errorf("sku %s: reserved %d, %d holds", sku, s.Reserved, s.HoldCount())
+			}
+		}
+		return nil
+	})
+}
+
+func item(sku string, q uint32) topology.Item {
+	return topology.Item{SKU: sku, Quantity: q, UnitPriceCents: 100}
+}
+
+func TestSagaConfirmRejectCompensate(t *testing.T) {
+	h := newHarness(t)
+	h.startRunner(t.TempDir(), nil)
+	h.setStock("A", 5)
+	h.setStock("B", 1)
+	h.waitFor("stock set", 30*time.Second, func() error {
+		if h.stockOf("A").Available != 5 || h.stockOf("B").Available != 1 {
+			return errors.New("stock not visible yet")
+		}
+		return nil
+	})
+
+	first := h.submit(item("A", 2), item("B", 1))
+	h.waitFinal(first)
+	second := h.submit(item("A", 2), item("B", 1)) // B is gone: A must be released
+	h.waitFinal(second)
+	third := h.submit(item("A", 3))
+	unknown := h.submit(item("NOSUCH", 1))
+	h.waitFinal(third, unknown)
+	h.waitQuiet("A", "B", "NOSUCH")
+
+	for _, c := range []struct {
+		id   topology.OrderID
+		want topology.Status
+	}{{first, topology.StatusConfirmed}, {second, topology.StatusRejected}, {third, topology.StatusConfirmed}, {unknown, topology.StatusRejected}} {
+		if got := h.order(c.id).Status; got != c.want {
+			t.Errorf("order %s: status %s, want %s (reason %q)", c.id, got, c.want, h.order(c.id).Reason)
+		}
+	}
+	if r := h.order(second).Reason; r == "" {
+		t.Errorf("rejected order has no reason")
+	}
+	for _, c := range []struct {
+		sku                   string
+		available, sold, held int64
+	}{{"A", 0, 5, 0}, {"B", 0, 1, 0}} {
+		s := h.stockOf(c.sku)
+		if s.Available != c.available || s.Sold != c.sold || s.Reserved != c.held {
+			t.Errorf("sku %s: available %d sold %d reserved %d; want %d %d %d", c.sku, s.Available, s.Sold, s.Reserved, c.available, c.sold, c.held)
+		}
+	}
+}
+
+// TestConcurrentOrdersConserveStock runs many orders over few SKUs with
+// scarce stock and checks conservation per SKU.
+func TestConcurrentOrdersConserveStock(t *testing.T) {
+	h := newHarness(t)
+	h.startRunner(t.TempDir(), nil)
+	skus, initial := 10, int64(40)
+	for i := range skus {
+		h.setStock(fmt.Sprintf("S%d", i), initial)
+	}
+	ids := h.submitRandom(600, skus, rand.New(rand.NewPCG(7, 8)))
+	h.waitFinal(ids...)
+	h.checkConservation(ids, skus, initial)
+}
+
+// submitRandom produces n orders of 1-3 distinct SKUs asynchronously.
+func (h *harness) submitRandom(n, skus int, rng *rand.Rand) []topology.OrderID {
+	h.t.Helper()
+	ids := make([]topology.OrderID, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range ids {
+		id, err := topology.NewOrderID()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		ids[i] = id
+		perm := rng.Perm(skus)[:1+rng.IntN(3)]
+		items := make([]topology.Item, len(perm))
+		for j, s := range perm {
+			items[j] = item(fmt.Sprintf("S%d", s), 1+rng.Uint32N(3))
+		}
+		rec := &kgo.Record{Topic: string(topology.OrdersSubmitted), Key: []byte(id.String()), Value: (&topology.OrderSubmitted{
+			OrderID: id, CustomerID: "c", Currency: "EUR", Items: items, SubmittedAt: time.Now(),
+		}).Encode()}
+		wg.Add(1)
+		h.cl.Produce(h.t.Context(), rec, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		h.t.Fatalf("produce: %v", err)
+	}
+	return ids
+}
+
+// checkConservation checks, per SKU, initial = available + sold with
+// nothing reserved, and sold = the confirmed orders' quantities.
+func (h *harness) checkConservation(ids []topology.OrderID, skus int, initial int64) {
+	h.t.Helper()
+	names := make([]string, skus)
+	for i := range names {
+		names[i] = fmt.Sprintf("S%d", i)
+	}
+	h.waitQuiet(names...)
+	confirmed := map[string]int64{}
+	var nConfirmed int
+	for _, id := range ids {
+		o := h.order(id)
+		if o.Status == topology.StatusConfirmed {
+			nConfirmed++
+			for _, l := range o.Lines {
+				confirmed[l.SKU] += int64(l.Quantity)
+			}
+		}
+	}
+	if nConfirmed == 0 || nConfirmed == len(ids) {
+		h.t.Errorf("%d of %d orders confirmed; the scenario should confirm some and reject some", nConfirmed, len(ids))
+	}
+	for _, sku := range names {
+		s := h.stockOf(sku)
+		if s.Available < 0 || s.Available+s.Sold != initial || s.Sold != confirmed[sku] {
+			h.t.Errorf("sku %s: available %d + sold %d != %d, or sold != confirmed %d", sku, s.Available, s.Sold, initial, confirmed[sku])
+		}
+	}
+}
+
+// rewind moves the committed offsets of both groups back to the start of
+// their inputs, as after a crash that lost every commit: the processors will
+// replay input whose effects are all in their tables.
+func (h *harness) rewind() {
+	h.t.Helper()
+	for group, topics := range map[string][]string{
+		string(topology.OrdersGroup):    {string(topology.OrdersSubmitted), string(topology.InventoryResults)},
+		string(topology.InventoryGroup): {string(topology.InventoryCommands)},
+	} {
+		start, err := h.adm.ListStartOffsets(h.t.Context(), topics...)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if err := h.adm.CommitAllOffsets(h.t.Context(), group, start.Offsets()); err != nil {
+			h.t.Fatalf("rewind %s: %v", group, err)
+		}
+	}
+}
+
+// lag is the total lag of both groups on their inputs.
+func (h *harness) lag() (int64, error) {
+	var total int64
+	for group, topics := range map[string][]string{
+		string(topology.OrdersGroup):    {string(topology.OrdersSubmitted), string(topology.InventoryResults)},
+		string(topology.InventoryGroup): {string(topology.InventoryCommands)},
+	} {
+		end, err := h.adm.ListEndOffsets(h.t.Context(), topics...)
+		if err != nil {
+			return 0, err
+		}
+		committed, err := h.adm.FetchOffsets(h.t.Context(), group)
+		if err != nil {
+			return 0, err
+		}
+		end.Each(func(o kadm.ListedOffset) {
+			c, ok := committed.Lookup(o.Topic, o.Partition)
+			at := int64(0)
+			if ok {
+				at = c.At
+			}
+			total += o.Offset - at
+		})
+	}
+	return total, nil
+}
+
+type snapshot struct {
+	orders map[topology.OrderID]topology.Status
+	stock  map[string][3]int64
+}
+
+func (h *harness) snapshot(ids []topology.OrderID, skus int) snapshot {
+	s := snapshot{orders: map[topology.OrderID]topology.Status{}, stock: map[string][3]int64{}}
+	for _, id := range ids {
+		s.orders[id] = h.order(id).Status
+	}
+	for i := range skus {
+		st := h.stockOf(fmt.Sprintf("S%d", i))
+		s.stock[fmt.Sprintf("S%d", i)] = [3]int64{st.Available, st.Reserved, st.Sold}
+	}
+	return s
+}
+
+// TestReplayDoesNotDoubleApply replays every input of both processors after
+// all of it was applied — once with the tables kept on disk, once with the
+// tables recovered from their changelogs — and checks that nothing changes.
+func TestReplayDoesNotDoubleApply(t *testing.T) {
+	for _, keepTables := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keepTables=%v", keepTables), func(t *testing.T) {
+			h := newHarness(t)
+			dir := t.TempDir()
+			_, stop := h.startRunner(dir, nil)
+			skus, initial := 8, int64(30)
+			for i := range skus {
+				h.setStock(fmt.Sprintf("S%d", i), initial)
+			}
+			ids := h.submitRandom(300, skus, rand.New(rand.NewPCG(9, 10)))
+			h.waitFinal(ids...)
+			h.checkConservation(ids, skus, initial)
+			before := h.snapshot(ids, skus)
+			h.waitFor("inputs committed", 30*time.Second, func() error {
+				if l, err := h.lag(); err != nil || l != 0 {
+					return fmt.Errorf("lag %d, %v", l, err)
+				}
+				return nil
+			})
+			stop()
+
+			h.rewind()
+			if l, err := h.lag(); err != nil || l == 0 {
+				t.Fatalf("after rewind: lag %d, %v; want a replay to do", l, err)
+			}
+			if !keepTables {
+				dir = t.TempDir()
+			}
+			reg := prometheus.NewRegistry()
+			h.startRunner(dir, reg)
+			h.waitFor("replay consumed", 60*time.Second, func() error {
+				if l, err := h.lag(); err != nil || l != 0 {
+					return fmt.Errorf("lag %d, %v", l, err)
+				}
+				return nil
+			})
+			h.checkConservation(ids, skus, initial)
+			after := h.snapshot(ids, skus)
+			for id, st := range before.orders {
+				if after.orders[id] != st {
+					t.Errorf("order %s: %s before the replay, %s after", id, st, after.orders[id])
+				}
+			}
+			for sku, st := range before.stock {
+				if after.stock[sku] != st {
+					t.Errorf("sku %s: (available, reserved, sold) %v before the replay, %v after", sku, st, after.stock[sku])
+				}
+			}
+			// Evidence that the replay happened and was recognised.
+			replays := counterSum(t, reg, "orderpipe_orders_replays_total")
+			if replays < float64(len(ids)) {
+				t.Errorf("orders replays counted: %v, want >= %d", replays, len(ids))
+			}
+		})
+	}
+}
+
+// counterSum adds up every series of the counter called name.
+func counterSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+func TestUndecodableInputGoesToDeadLetter(t *testing.T) {
+	h := newHarness(t)
+	h.startRunner(t.TempDir(), nil)
+	h.produce(topology.OrdersSubmitted, "not-an-order", []byte("{\"json\":true}"))
+	h.produce(topology.InventoryCommands, "SKU", []byte{1, 2, 99})
+	h.setStock("A", 1)
+	ok := h.submit(item("A", 1))
+	h.waitFinal(ok)
+
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.ConsumeTopics(string(topology.DeadLetter)), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	got := map[string]map[string]string{}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for len(got) < 2 && ctx.Err() == nil {
+		consumer.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			hd := map[string]string{}
+			for _, x := range r.Headers {
+				hd[x.Key] = string(x.Value)
+			}
+			got[string(r.Key)] = hd
+		})
+	}
+	for key, topic := range map[string]string{"not-an-order": "orders.submitted", "SKU": "inventory.commands"} {
+		hd, ok := got[key]
+		if !ok {
+			t.Errorf("no dead letter for key %q; got %v", key, got)
+			continue
+		}
+		if hd[topology.HeaderDLQTopic] != topic || hd[topology.HeaderDLQReason] == "" || hd[topology.HeaderDLQOffset] == "" {
+			t.Errorf("dead letter %q headers = %v, want topic %s, a reason and an offset", key, hd, topic)
+		}
+	}
+}

@@ -523,3 +523,94 @@ func TestUndecodableInputGoesToDeadLetter(t *testing.T) {
 		}
 	}
 }
+
+// copyTopic re-produces every record of topic that keep accepts, as a
+// broken producer or a zombie instance would: duplicates with new offsets.
+func (h *harness) copyTopic(topic goka.Stream, keep func(value []byte) bool) int {
+	h.t.Helper()
+	end, err := h.adm.ListEndOffsets(h.t.Context(), string(topic))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	end.Each(func(o kadm.ListedOffset) { want[o.Partition] = o.Offset })
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.ConsumeTopics(string(topic)), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer consumer.Close()
+	ctx, cancel := context.WithTimeout(h.t.Context(), 30*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	done := func() bool {
+		for _, off := range want {
+			if off > 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() && ctx.Err() == nil {
+		consumer.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if r.Offset+1 >= want[r.Partition] {
+				want[r.Partition] = 0
+			}
+			if keep(r.Value) {
+				recs = append(recs, &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value})
+			}
+		})
+	}
+	if !done() {
+		h.t.Fatalf("could not read %s to its end", topic)
+	}
+	if err := h.cl.ProduceSync(h.t.Context(), recs...).FirstErr(); err != nil {
+		h.t.Fatalf("re-produce %s: %v", topic, err)
+	}
+	return len(recs)
+}
+
+// TestDuplicatesAndStaleCommands re-sends every submission, every
+// reservation command and every result after all orders were settled, as a
+// zombie processor or a duplicating producer would. Stale Reserves make
+// stray holds that must be released; nothing may be sold twice.
+func TestDuplicatesAndStaleCommands(t *testing.T) {
+	h := newHarness(t)
+	reg := prometheus.NewRegistry()
+	h.startRunner(t.TempDir(), reg)
+	skus, initial := 6, int64(25)
+	for i := range skus {
+		h.setStock(fmt.Sprintf("S%d", i), initial)
+	}
+	ids := h.submitRandom(200, skus, rand.New(rand.NewPCG(11, 12)))
+	h.waitFinal(ids...)
+	h.checkConservation(ids, skus, initial)
+	before := h.snapshot(ids, skus)
+
+	n := h.copyTopic(topology.OrdersSubmitted, func([]byte) bool { return true })
+	n += h.copyTopic(topology.InventoryResults, func([]byte) bool { return true })
+	n += h.copyTopic(topology.InventoryCommands, func(v []byte) bool {
+		c, err := topology.DecodeInventoryCommand(v)
+		return err == nil && c.Kind != topology.CmdSetStock // a re-sent SetStock is a new admin decision
+	})
+	if n < 3*len(ids) {
+		t.Fatalf("re-sent %d records, want at least %d", n, 3*len(ids))
+	}
+	h.waitFor("duplicates consumed", 60*time.Second, func() error {
+		if l, err := h.lag(); err != nil || l != 0 {
+			return fmt.Errorf("lag %d, %v", l, err)
+		}
+		return nil
+	})
+	h.checkConservation(ids, skus, initial)
+	after := h.snapshot(ids, skus)
+	for id, st := range before.orders {
+		if after.orders[id] != st {
+			t.Errorf("order %s: %s before the duplicates, %s after", id, st, after.orders[id])
+		}
+	}
+	for sku, st := range before.stock {
+		if after.stock[sku] != st {
+			t.Errorf("sku %s: (available, reserved, sold) %v before the duplicates, %v after", sku, st, after.stock[sku])
+		}
+	}
+}

@@ -88,6 +88,7 @@ func (c *InventoryCommand) Encode() []byte {
 		e.uvarint(uint64(c.Quantity))
 	default:
 		e.orderID(c.OrderID)
+		e.varint(c.HoldOffset)
 	}
 	return e.b
 }
@@ -110,6 +111,10 @@ func DecodeInventoryCommand(data []byte) (*InventoryCommand, error) {
 		}
 	case CmdCommit, CmdRelease:
 		c.OrderID = d.orderID()
+		c.HoldOffset = d.varint()
+		if c.HoldOffset < 0 && d.err == nil {
+			d.fail("negative hold offset %d", c.HoldOffset)
+		}
 	default:
 		d.fail("unknown command kind %d", byte(c.Kind))
 	}
@@ -127,6 +132,7 @@ func (r *ReservationResult) Encode() []byte {
 	e.byte(byte(r.Outcome))
 	e.uvarint(uint64(r.Quantity))
 	e.varint(r.Available)
+	e.varint(r.HoldOffset)
 	return e.b
 }
 
@@ -139,6 +145,7 @@ func DecodeReservationResult(data []byte) (*ReservationResult, error) {
 	r.Outcome = Outcome(d.byte())
 	r.Quantity = d.uint32()
 	r.Available = d.varint()
+	r.HoldOffset = d.varint()
 	if d.err == nil && r.Outcome != OutcomeReserved && r.Outcome != OutcomeInsufficient {
 		d.fail("unknown outcome %d", byte(r.Outcome))
 	}
@@ -168,6 +175,7 @@ func (o *OrderState) Encode() []byte {
 		e.uvarint(uint64(l.Quantity))
 		e.varint(l.UnitPriceCents)
 		e.byte(byte(l.Result))
+		e.varint(l.HoldOffset)
 	}
 	return e.b
 }
@@ -190,7 +198,7 @@ func DecodeOrderState(data []byte) (*OrderState, error) {
 	if n := d.count(maxItems); n > 0 {
 		o.Lines = make([]Line, n)
 		for i := range o.Lines {
-			o.Lines[i] = Line{Item: decodeItem(d), Result: LineResult(d.byte())}
+			o.Lines[i] = Line{Item: decodeItem(d), Result: LineResult(d.byte()), HoldOffset: d.varint()}
 			if r := o.Lines[i].Result; d.err == nil && r > LineInsufficient {
 				d.fail("unknown line result %d", r)
 			}

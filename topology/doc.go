@@ -48,13 +48,20 @@
 //   - Goka's producer is idempotent with acks=all and one request in flight, so
 //     retries neither duplicate nor reorder within a partition: the orders
 //     processor emits an order's Reserve commands before its Commit/Release into
-//     the same SKU partition, and stops emitting Reserve once the order is final,
-//     so a stale Reserve cannot arrive after the Commit or Release that would
-//     forget its hold.
+//     the same SKU partition, and stops emitting Reserve once the order is final.
+//   - A stale Reserve can still arrive after its order was settled: a zombie
+//     instance that lost its partitions in a rebalance but has not noticed yet
+//     may re-send one. It would make a second hold. So every hold carries its
+//     identity, the offset of the Reserve that made it; results report it, the
+//     order line records it, and Commit and Release name it. A result whose
+//     hold is not the one its line recorded is a stray: the orders processor
+//     releases exactly that hold. A Commit or Release whose hold is gone or
+//     another one changes nothing. The stray holds stock until its Release is
+//     applied, but it is never sold and never leaks.
 //
 // # Why one update stays cheap under overload
 //
-// A hold is a fixed 21-byte record (order id, quantity, outcome) kept sorted in
+// A hold is a fixed 29-byte record (order id, quantity, outcome, offset) kept sorted in
 // one byte slice inside the SKU's value: decoding does not build a map, lookup
 // is a binary search, and an update is one memmove, with no per-entry work and
 // no JSON. The number of holds is the number of lines in flight on that SKU,

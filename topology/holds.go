@@ -17,14 +17,19 @@ const (
 )
 
 // holdSize is the size of a hold record: order id, quantity (uint32 big
-// endian), outcome.
-const holdSize = 16 + 4 + 1
+// endian), outcome, offset (int64 big endian).
+const holdSize = 16 + 4 + 1 + 8
 
 // Hold is one decoded hold.
 type Hold struct {
 	OrderID  OrderID
 	Quantity uint32
 	Outcome  HoldOutcome
+	// Offset is the inventory.commands offset of the Reserve that made the
+	// hold: its identity. Commit and Release name it, so that they can only
+	// settle the hold the orders processor was told about, never a stray one
+	// made by a stale Reserve (from a zombie instance after a rebalance).
+	Offset int64
 }
 
 // HoldCount is the number of holds, i.e. orders in flight on this SKU.
@@ -47,7 +52,7 @@ func (s *StockState) Hold(id OrderID) (Hold, bool) {
 		return Hold{}, false
 	}
 	r := s.holds[i*holdSize : (i+1)*holdSize]
-	return Hold{OrderID: id, Quantity: binary.BigEndian.Uint32(r[16:20]), Outcome: HoldOutcome(r[20])}, true
+	return decodeHold(r), true
 }
 
 // PutHold inserts or replaces the hold of h.OrderID. It never writes into the
@@ -67,6 +72,7 @@ func (s *StockState) PutHold(h Hold) {
 	copy(r, h.OrderID[:])
 	binary.BigEndian.PutUint32(r[16:20], h.Quantity)
 	r[20] = byte(h.Outcome)
+	binary.BigEndian.PutUint64(r[21:29], uint64(h.Offset))
 	s.holds = out
 }
 
@@ -87,12 +93,7 @@ func (s *StockState) DeleteHold(id OrderID) bool {
 func (s *StockState) Holds() []Hold {
 	out := make([]Hold, 0, s.HoldCount())
 	for i := 0; i < s.HoldCount(); i++ {
-		r := s.holds[i*holdSize : (i+1)*holdSize]
-		var h Hold
-		copy(h.OrderID[:], r[:16])
-		h.Quantity = binary.BigEndian.Uint32(r[16:20])
-		h.Outcome = HoldOutcome(r[20])
-		out = append(out, h)
+		out = append(out, decodeHold(s.holds[i*holdSize:(i+1)*holdSize]))
 	}
 	return out
 }
@@ -108,7 +109,7 @@ func validHolds(b []byte) bool {
 		if o := HoldOutcome(r[20]); o != HoldReserved && o != HoldRefused {
 			return false
 		}
-		if binary.BigEndian.Uint32(r[16:20]) == 0 {
+		if binary.BigEndian.Uint32(r[16:20]) == 0 || int64(binary.BigEndian.Uint64(r[21:29])) < 0 {
 			return false
 		}
 		if i > 0 && bytes.Compare(b[i-holdSize:i-holdSize+16], r[:16]) >= 0 {
@@ -116,4 +117,13 @@ func validHolds(b []byte) bool {
 		}
 	}
 	return true
+}
+
+func decodeHold(r []byte) Hold {
+	var h Hold
+	copy(h.OrderID[:], r[:16])
+	h.Quantity = binary.BigEndian.Uint32(r[16:20])
+	h.Outcome = HoldOutcome(r[20])
+	h.Offset = int64(binary.BigEndian.Uint64(r[21:29]))
+	return h
 }

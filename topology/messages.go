@@ -36,9 +36,10 @@ const (
 	// CmdReserve holds Quantity units of the key's SKU for OrderID, or records
 	// a refusal when there are not enough.
 	CmdReserve CommandKind = 1
-	// CmdCommit turns the order's hold into sold units.
+	// CmdCommit turns the order's hold named by HoldOffset into sold units.
 	CmdCommit CommandKind = 2
-	// CmdRelease gives a reserved hold back to available, or forgets a refusal.
+	// CmdRelease gives the reserved hold named by HoldOffset back to
+	// available, or forgets a refusal.
 	CmdRelease CommandKind = 3
 	// CmdSetStock sets the available units (admin PUT).
 	CmdSetStock CommandKind = 4
@@ -66,6 +67,9 @@ type InventoryCommand struct {
 	Quantity uint32
 	// Available is the new stock level (SetStock only).
 	Available int64
+	// HoldOffset names the hold to settle (Commit, Release): the offset of
+	// the Reserve that made it, as reported in its ReservationResult.
+	HoldOffset int64
 }
 
 // Outcome is the inventory's answer to a Reserve.
@@ -86,6 +90,8 @@ type ReservationResult struct {
 	// Available is the SKU's available stock when the decision was made;
 	// it goes into the reason of a rejected order.
 	Available int64
+	// HoldOffset identifies the hold that records this outcome (see Hold).
+	HoldOffset int64
 }
 
 // Status is an order's place in its life. The strings are the API's words.
@@ -127,6 +133,8 @@ const (
 type Line struct {
 	Item
 	Result LineResult
+	// HoldOffset is the identity of the inventory hold behind Result.
+	HoldOffset int64
 }
 
 // OrderState is the value of the orders table: the order and where it is.

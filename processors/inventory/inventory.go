@@ -113,7 +113,7 @@ func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topolo
 			p.answer(ctx, st, h)
 			return false
 		}
-		h := topology.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: topology.HoldRefused}
+		h := topology.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: topology.HoldRefused, Offset: ctx.Offset()}
 		if st.Available >= int64(cmd.Quantity) {
 			h.Outcome = topology.HoldReserved
 			st.Available -= int64(cmd.Quantity)
@@ -124,7 +124,9 @@ func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topolo
 		return true
 	case topology.CmdCommit, topology.CmdRelease:
 		h, ok := st.Hold(cmd.OrderID)
-		if !ok {
+		if !ok || h.Offset != cmd.HoldOffset {
+			// Nothing to settle, or not the hold the orders processor
+			// recorded (a stray hold is settled by its own Release).
 			return false
 		}
 		if h.Outcome == topology.HoldReserved {
@@ -154,8 +156,9 @@ func (p *Processor) answer(ctx goka.Context, st *topology.StockState, h topology
 		OrderID:   h.OrderID,
 		SKU:       ctx.Key(),
 		Outcome:   outcome,
-		Quantity:  h.Quantity,
-		Available: st.Available,
+		Quantity:   h.Quantity,
+		Available:  st.Available,
+		HoldOffset: h.Offset,
 	})
 }
 

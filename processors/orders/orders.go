@@ -137,22 +137,19 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 		p.replayed()
 		return
 	}
-	if st.Status.Final() {
-		p.replay(ctx, st)
-		return
-	}
 	i := lineOf(st, res.SKU)
 	if i < 0 {
 		p.deadLetter(ctx, raw, fmt.Errorf("order %s has no line for sku %q", st.OrderID, res.SKU))
 		return
 	}
-	if st.Lines[i].Result != topology.LineAwaiting {
-		p.replayed() // the inventory answered a re-sent Reserve
+	line := &st.Lines[i]
+	if line.Result != topology.LineAwaiting || st.Status.Final() {
+		p.answered(ctx, st, line, res)
 		return
 	}
-	st.Lines[i].Result = topology.LineReserved
+	line.Result, line.HoldOffset = topology.LineReserved, res.HoldOffset
 	if res.Outcome == topology.OutcomeInsufficient {
-		st.Lines[i].Result = topology.LineInsufficient
+		line.Result = topology.LineInsufficient
 	}
 	st.Version++
 	st.UpdatedAt = p.now()
@@ -167,6 +164,27 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 	ctx.SetValue(st)
 	p.final(st.Status)
 	p.settle(ctx, st)
+}
+
+// answered handles a result for a line that has one already, or for a final
+// order. The same hold again is a duplicate answer (the inventory answered a
+// re-sent Reserve, or replayed its input): for a final order it re-sends the
+// settlement, in case that was lost; for a pending one it changes nothing. A
+// different hold is a stray, made by a Reserve that arrived after this line
+// was answered (a zombie instance re-sent it after a rebalance): it is
+// released at once, so it neither leaks stock nor gets committed.
+func (p *Processor) answered(ctx goka.Context, st *topology.OrderState, line *topology.Line, res *topology.ReservationResult) {
+	p.replayed()
+	if line.Result == topology.LineAwaiting || line.HoldOffset != res.HoldOffset {
+		p.log.Warn("releasing a stray inventory hold", "order_id", ctx.Key(), "sku", res.SKU, "hold_offset", res.HoldOffset, "line_hold_offset", line.HoldOffset)
+		ctx.Emit(topology.InventoryCommands, res.SKU, &topology.InventoryCommand{
+			Kind: topology.CmdRelease, OrderID: st.OrderID, HoldOffset: res.HoldOffset,
+		})
+		return
+	}
+	if st.Status.Final() {
+		p.settle(ctx, st)
+	}
 }
 
 // replay handles an input for an order whose effects may be partly lost:
@@ -204,7 +222,7 @@ func (p *Processor) settle(ctx goka.Context, st *topology.OrderState) {
 		if l.Result == topology.LineAwaiting {
 			continue // rejected before it was sent to the inventory
 		}
-		ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{Kind: kind, OrderID: st.OrderID})
+		ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{Kind: kind, OrderID: st.OrderID, HoldOffset: l.HoldOffset})
 	}
 }
 

@@ -1,0 +1,84 @@
+package ingest
+
+import "sync"
+
+// admission bounds the orders of this edge that may still become holds in
+// the inventory table: those it is producing, or whose record may have
+// landed, and that are not final yet in the orders view. Capping them caps
+// the holds per SKU (see package topology), so the cost of one inventory
+// update stays bounded however much load is offered: above the cap the edge
+// sheds new orders with 503 instead of queueing them.
+//
+// A slot is taken before an order is produced and given back when the order
+// turns final in the view, or when the broker refused every record of it. A
+// record whose produce timed out keeps its slot until the broker's verdict
+// arrives, since it may still land. It is safe for concurrent use.
+type admission struct {
+	limit int
+
+	mu    sync.Mutex
+	slots map[string]*slot // by order id
+}
+
+// slot is one admitted order.
+type slot struct {
+	// producing counts the records of the order not yet acked or refused:
+	// a retry with the same Idempotency-Key shares the slot of its order.
+	producing int
+	// landed is set once the broker acked a record of the order.
+	landed bool
+}
+
+func newAdmission(limit int) *admission {
+	return &admission{limit: limit, slots: make(map[string]*slot)}
+}
+
+// acquire takes a slot for order id before one of its records is produced;
+// it reports false when the edge is full. An order that already holds a
+// slot is always admitted again, without taking a second one.
+func (a *admission) acquire(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s, ok := a.slots[id]; ok {
+		s.producing++
+		return true
+	}
+	if len(a.slots) >= a.limit {
+		return false
+	}
+	a.slots[id] = &slot{producing: 1}
+	return true
+}
+
+// produced records the broker's verdict on one record of order id. The slot
+// goes back when no record of the order is pending and none landed.
+func (a *admission) produced(id string, landed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.slots[id]
+	if !ok {
+		return // the order turned final first
+	}
+	s.producing--
+	s.landed = s.landed || landed
+	if s.producing == 0 && !s.landed {
+		delete(a.slots, id)
+	}
+}
+
+// final gives back the slot of an order that the view shows final (or
+// deleted): it will not take or hold any stock any more. A record of it
+// still in flight is ignored by the orders processor, which keeps a final
+// order final.
+func (a *admission) final(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.slots, id)
+}
+
+// inFlight is the number of slots taken.
+func (a *admission) inFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.slots)
+}

@@ -153,9 +153,9 @@ func (p *Processor) answer(ctx goka.Context, st *topology.StockState, h topology
 		outcome = topology.OutcomeInsufficient
 	}
 	ctx.Emit(topology.InventoryResults, h.OrderID.String(), &topology.ReservationResult{
-		OrderID:   h.OrderID,
-		SKU:       ctx.Key(),
-		Outcome:   outcome,
+		OrderID:    h.OrderID,
+		SKU:        ctx.Key(),
+		Outcome:    outcome,
 		Quantity:   h.Quantity,
 		Available:  st.Available,
 		HoldOffset: h.Offset,

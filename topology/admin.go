@@ -112,3 +112,24 @@ func (c Config) Describe(ctx context.Context, adm *kadm.Client) (map[string]Exis
 	}
 	return out, nil
 }
+
+// Check verifies that the topology's topics exist with the right
+// partitions, replication and cleanup policies, without creating anything.
+// Roles run it at start-up and refuse to start on a mismatch.
+func (c Config) Check(ctx context.Context, adm *kadm.Client) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	rf, err := c.ResolveReplication(ctx, adm)
+	if err != nil {
+		return err
+	}
+	existing, err := c.Describe(ctx, adm)
+	if err != nil {
+		return err
+	}
+	if err := c.CheckExisting(rf, existing); err != nil {
+		return fmt.Errorf("topics do not match the topology: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+# orderpipe: the front door. `make run` and `make test` work on a fresh
+# Debian/Ubuntu machine with Go: they install the PostgreSQL server binaries
+# when missing (scripts/ensure-postgres.sh).
+
+GO        ?= go
+BIN       := bin/orderpipe
+PKGS      := ./...
+# make test must stay well under 20 minutes on 2 cores.
+TEST_TIMEOUT ?= 15m
+FUZZTIME  ?= 30s
+
+
+.PHONY: all build run test test-short lint vet fmt bench fuzz clean up down pg-setup
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/orderpipe
+
+## run: every role in one process, embedded broker and throwaway Postgres.
+run: pg-setup build
+	$(BIN) run
+
+## test: the whole suite with the race detector (real Postgres, in-process broker).
+test: pg-setup
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+pg-setup:
+	@scripts/ensure-postgres.sh >/dev/null
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## bench: benchmarks that print figures and ratios (see bench/).
+bench: pg-setup
+	$(GO) test -run=NONE -bench=. -benchtime=1x -count=1 ./bench/ ./ingest/ ./sinks/pgsink/
+
+## fuzz: each fuzz target for FUZZTIME.
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./topology/
+	$(GO) test -run=NONE -fuzz=FuzzDecodeOrder -fuzztime=$(FUZZTIME) ./ingest/
+
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down -v
+
+clean:
+	rm -rf bin

@@ -1,0 +1,398 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/internal/pglocal"
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+func testLogger() *slog.Logger {
+	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// system is one `orderpipe run` process on the in-process broker with a
+// real PostgreSQL, reached over HTTP like a user would.
+type system struct {
+	t    *testing.T
+	base string
+	pg   *pglocal.Server
+	url  string
+	http *http.Client
+}
+
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	pg, err := pglocal.Start(t.Context(), pglocal.Config{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = pg.Close(ctx)
+	})
+	s := &system{t: t, pg: pg, url: pg.URL(), http: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
+	}}
+	ready := make(chan string, 1)
+	cfg := app.Config{
+		PostgresURL: s.url,
+		Topology:    topology.DefaultConfig(),
+		Logger:      testLogger(),
+		OnReady:     func(addr string) { ready <- addr },
+	}
+	cfg.Ingest.Listen = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(ctx, cfg, app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("app.Run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("app.Run did not return within 60s of the stop")
+		}
+	})
+	select {
+	case addr := <-ready:
+		s.base = "http://" + addr
+	case err := <-done:
+		t.Fatalf("app.Run returned before ready: %v", err)
+	case <-time.After(90 * time.Second):
+		t.Fatal("not ready within 90s")
+	}
+	return s
+}
+
+func (s *system) do(method, path string, body any, hdr map[string]string) (int, map[string]any) {
+	s.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.base+path, r)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &out); err != nil {
+			s.t.Fatalf("%s %s: status %d, body %q is not a JSON object: %v", method, path, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+type line struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+	Price    int    `json:"unit_price_cents"`
+}
+
+type order struct {
+	CustomerID string `json:"customer_id"`
+	Currency   string `json:"currency"`
+	Items      []line `json:"items"`
+}
+
+// waitFor polls cond until it returns nil or d passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %v", what, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestOrdersEndToEnd is the core acceptance scenario: 2,000 concurrent orders
+// over 20 SKUs with scarce stock, through HTTP, the processors and the sink.
+func TestOrdersEndToEnd(t *testing.T) {
+	s := startSystem(t)
+	const skus, initial, orders = 20, 60, 2000
+	for i := range skus {
+		if code, body := s.do("PUT", fmt.Sprintf("/v1/inventory/SKU-%d", i), map[string]any{"available": initial}, nil); code != 202 {
+			t.Fatalf("set stock: %d %v", code, body)
+		}
+	}
+	waitFor(t, "stock visible", 30*time.Second, func() error {
+		for i := range skus {
+			code, body := s.do("GET", fmt.Sprintf("/v1/inventory/SKU-%d", i), nil, nil)
+			if code != 200 || body["available"] != float64(initial) {
+				return fmt.Errorf("SKU-%d: %d %v", i, code, body)
+			}
+		}
+		return nil
+	})
+
+	start := time.Now()
+	ids := make([]string, orders)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 128)
+	errs := make(chan error, orders)
+	for i := range orders {
+		rng := rand.New(rand.NewPCG(uint64(i), 99))
+		perm := rng.Perm(skus)[:1+rng.IntN(3)]
+		o := order{CustomerID: fmt.Sprintf("c-%d", i%50), Currency: "EUR"}
+		for _, p := range perm {
+			o.Items = append(o.Items, line{SKU: fmt.Sprintf("SKU-%d", p), Quantity: 1 + rng.IntN(3), Price: 100 + p})
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			code, body := s.do("POST", "/v1/orders", o, nil)
+			if code != 202 {
+				errs <- fmt.Errorf("order %d: %d %v", i, code, body)
+				return
+			}
+			ids[i], _ = body["order_id"].(string)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	accepted := time.Since(start)
+
+	statuses := map[string]map[string]any{}
+	var mu sync.Mutex
+	for _, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			deadline := time.Now().Add(60 * time.Second)
+			for time.Now().Before(deadline) {
+				code, body := s.do("GET", "/v1/orders/"+id+"?wait=5s", nil, nil)
+				if code == 200 && (body["status"] == "confirmed" || body["status"] == "rejected") {
+					mu.Lock()
+					statuses[id] = body
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	final := time.Since(start)
+	if len(statuses) != orders {
+		t.Fatalf("%d of %d orders final within a minute", len(statuses), orders)
+	}
+	t.Logf("%d orders: accepted in %s, all final in %s (%.0f orders/s end to end)", orders, accepted.Round(time.Millisecond), final.Round(time.Millisecond), orders/final.Seconds())
+
+	// Conservation through the API: available + confirmed = initial, and
+	// nothing reserved once quiet.
+	confirmed := map[string]int{}
+	var nConfirmed int
+	for _, body := range statuses {
+		if body["status"] != "confirmed" {
+			continue
+		}
+		nConfirmed++
+		for _, it := range body["items"].([]any) {
+			m := it.(map[string]any)
+			confirmed[m["sku"].(string)] += int(m["quantity"].(float64))
+		}
+	}
+	if nConfirmed == 0 || nConfirmed == orders {
+		t.Errorf("%d of %d confirmed: the scenario must both confirm and reject", nConfirmed, orders)
+	}
+	apiStock := map[string][2]int64{}
+	waitFor(t, "inventory quiet", 30*time.Second, func() error {
+		for i := range skus {
+			sku := fmt.Sprintf("SKU-%d", i)
+			code, body := s.do("GET", "/v1/inventory/"+sku, nil, nil)
+			if code != 200 {
+				return fmt.Errorf("%s: %d", sku, code)
+			}
+			avail, reserved := int(body["available"].(float64)), int(body["reserved"].(float64))
+			if reserved != 0 {
+				return fmt.Errorf("%s: %d still reserved", sku, reserved)
+			}
+			if avail < 0 || avail+confirmed[sku] != initial {
+				t.Fatalf("%s: available %d + confirmed %d != %d", sku, avail, confirmed[sku], initial)
+			}
+			apiStock[sku] = [2]int64{int64(avail), 0}
+		}
+		return nil
+	})
+
+	// Postgres converges to what the API says.
+	conn, err := pgx.Connect(t.Context(), s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	waitFor(t, "postgres converged", 60*time.Second, func() error {
+		rows, err := conn.Query(t.Context(), "select order_id::text, status from orders")
+		if err != nil {
+			return err
+		}
+		got := map[string]string{}
+		for rows.Next() {
+			var id, st string
+			if err := rows.Scan(&id, &st); err != nil {
+				return err
+			}
+			got[id] = st
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for id, body := range statuses {
+			if got[id] != body["status"] {
+				return fmt.Errorf("order %s: postgres %q, api %q (%d rows)", id, got[id], body["status"], len(got))
+			}
+		}
+		for sku, st := range apiStock {
+			var avail, reserved int64
+			if err := conn.QueryRow(t.Context(), "select available, reserved from inventory where sku = $1", sku).Scan(&avail, &reserved); err != nil {
+				return fmt.Errorf("%s: %w", sku, err)
+			}
+			if avail != st[0] || reserved != st[1] {
+				return fmt.Errorf("%s: postgres available %d reserved %d, api %v", sku, avail, reserved, st)
+			}
+		}
+		return nil
+	})
+	var items int
+	if err := conn.QueryRow(t.Context(), "select count(*) from order_items").Scan(&items); err != nil || items < orders {
+		t.Errorf("order_items: %d rows (%v), want at least %d", items, err, orders)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	s := startSystem(t)
+	o := order{CustomerID: "c", Currency: "EUR", Items: []line{{SKU: "A", Quantity: 1, Price: 5}}}
+	hdr := map[string]string{"Idempotency-Key": "key-1"}
+	code1, b1 := s.do("POST", "/v1/orders", o, hdr)
+	code2, b2 := s.do("POST", "/v1/orders", o, hdr)
+	if code1 != 202 || code2 != 202 || b1["order_id"] == nil || b1["order_id"] != b2["order_id"] {
+		t.Fatalf("same key, same body: %d %v then %d %v; want 202 twice with one order id", code1, b1, code2, b2)
+	}
+	waitFor(t, "order visible", 30*time.Second, func() error {
+		if code, _ := s.do("GET", fmt.Sprintf("/v1/orders/%s", b1["order_id"]), nil, nil); code != 200 {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
+	})
+	code3, b3 := s.do("POST", "/v1/orders", o, hdr)
+	if code3 != 202 || b3["order_id"] != b1["order_id"] {
+		t.Errorf("replay after the order is visible: %d %v, want 202 with %v", code3, b3, b1["order_id"])
+	}
+	o.Items[0].Quantity = 2
+	if code, body := s.do("POST", "/v1/orders", o, hdr); code < 400 || code >= 500 {
+		t.Errorf("same key, other body: %d %v; want a 4xx", code, body)
+	}
+}
+
+// TestPostgresDownThenBack stops Postgres while orders flow: orders are still
+// accepted, processed and readable from the cache, and the sink catches up
+// when Postgres returns.
+func TestPostgresDownThenBack(t *testing.T) {
+	s := startSystem(t)
+	if code, _ := s.do("PUT", "/v1/inventory/P", map[string]any{"available": 1000}, nil); code != 202 {
+		t.Fatal("set stock failed")
+	}
+	if err := s.pg.Halt(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 50 {
+		code, body := s.do("POST", "/v1/orders", order{CustomerID: "c", Currency: "EUR", Items: []line{{SKU: "P", Quantity: 1 + i%3, Price: 1}}}, nil)
+		if code != 202 {
+			t.Fatalf("order %d while postgres is down: %d %v", i, code, body)
+		}
+		ids = append(ids, body["order_id"].(string))
+	}
+	for _, id := range ids {
+		waitFor(t, "order final while postgres is down", 30*time.Second, func() error {
+			code, body := s.do("GET", "/v1/orders/"+id+"?wait=2s", nil, nil)
+			if code != 200 || body["status"] != "confirmed" {
+				return fmt.Errorf("%d %v", code, body)
+			}
+			return nil
+		})
+	}
+	waitFor(t, "readiness says postgres is degraded", 30*time.Second, func() error {
+		code, body := s.do("GET", "/readyz", nil, nil)
+		if code != 200 || body["status"] != "degraded" {
+			return fmt.Errorf("%d %v", code, body)
+		}
+		return nil
+	})
+	if err := s.pg.Resume(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	waitFor(t, "sink caught up", 90*time.Second, func() error {
+		var n int
+		if err := conn.QueryRow(t.Context(), "select count(*) from orders where status = 'confirmed' and order_id = any($1::uuid[])", ids).Scan(&n); err != nil {
+			return err
+		}
+		if n != len(ids) {
+			return fmt.Errorf("%d of %d orders in postgres", n, len(ids))
+		}
+		return nil
+	})
+	waitFor(t, "ready again", 30*time.Second, func() error {
+		if code, body := s.do("GET", "/readyz", nil, nil); code != 200 || body["status"] != "ready" {
+			return errors.New("not ready")
+		}
+		return nil
+	})
+}

@@ -359,7 +359,8 @@ func (s *Server) Halt(ctx context.Context) error {
 
 // Resume starts a stopped server again on the same port and data directory
 // and waits until it accepts connections; after Kill this includes crash
-// recovery. Resuming a running server does nothing.
+// recovery. It does not move to another port: if the port was taken
+// meanwhile, Resume fails. Resuming a running server does nothing.
 func (s *Server) Resume(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -445,6 +446,13 @@ func (s *Server) stopLocked(ctx context.Context, sig syscall.Signal) error {
 		return nil
 	}
 	defer func() { s.proc = nil }()
+	if !s.runningLocked() {
+		return nil // it exited on its own; already reaped
+	}
+	if err := ctx.Err(); err != nil {
+		s.killLocked()
+		return fmt.Errorf("pglocal: no time to stop gracefully, killed server: %w", err)
+	}
 	// Signal fails only if the process already exited, which done reports.
 	_ = p.cmd.Process.Signal(sig)
 	select {
@@ -457,73 +465,130 @@ func (s *Server) stopLocked(ctx context.Context, sig syscall.Signal) error {
 	}
 }
 
-// killLocked SIGKILLs the whole process group and reaps the postmaster.
-// It then waits for the backends to die too: a backend that is still
-// exiting keeps the old shared memory attached, and the next start would
-// refuse to run ("pre-existing shared memory block is still in use").
+// killLocked SIGKILLs the postmaster and its backends, reaps the
+// postmaster and waits for the backends to die. Postgres puts every backend
+// in its own session (setsid), so a process-group kill would miss them, and
+// a backend that outlives its postmaster keeps the old shared memory
+// attached: the next start would refuse to run ("pre-existing shared memory
+// block is still in use"). The postmaster is stopped first so it cannot
+// fork while its children are listed.
 func (s *Server) killLocked() {
 	p := s.proc
 	if p == nil {
 		return
 	}
-	pgid := p.cmd.Process.Pid // Setpgid made the postmaster the group leader
+	pid := p.cmd.Process.Pid
+	_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	kids, err := frozenChildren(pid, killWait)
+	if err != nil {
+		s.log.Warn("pglocal: list server processes to kill", "port", s.Port(), "err", err)
+	}
 	_ = p.cmd.Process.Kill()
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	for _, k := range kids {
+		_ = syscall.Kill(k.pid, syscall.SIGKILL)
+	}
 	<-p.done
 	s.proc = nil
-	if err := waitGroupGone(pgid, killWait); err != nil {
+	if err := waitGone(kids, killWait); err != nil {
 		s.log.Warn("pglocal: backends outlived the kill", "port", s.Port(), "err", err)
 	}
 	s.log.Info("pglocal: postgres killed", "port", s.Port())
 }
 
-// waitGroupGone waits until no process of group pgid is alive. Zombies
-// count as gone: they hold no memory, and their new parent reaps them, not
-// us. It reads /proc, so it is Linux-only, like Pdeathsig.
-func waitGroupGone(pgid int, limit time.Duration) error {
+// procID names a process across pid reuse: pid plus start time.
+type procID struct {
+	pid   int
+	start string
+}
+
+// procStat is the part of /proc/PID/stat this package reads.
+type procStat struct {
+	state string // R, S, T, Z, ...
+	ppid  int
+	start string // start time in clock ticks since boot
+}
+
+// readStat parses /proc/PID/stat; ok is false when the process is gone.
+// Reading /proc makes this Linux-only, like Pdeathsig.
+func readStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
+	// The command name is parenthesised and may hold spaces; the fields
+	// after it are: state ppid pgrp session tty tpgid flags minflt cminflt
+	// majflt cmajflt utime stime cutime cstime priority nice threads
+	// itrealvalue starttime ...
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return procStat{}, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return procStat{}, false
+	}
+	return procStat{state: f[0], ppid: ppid, start: f[19]}, true
+}
+
+// frozenChildren waits until process pid has stopped (SIGSTOP is delivered
+// asynchronously) or died, then lists its children.
+func frozenChildren(pid int, limit time.Duration) ([]procID, error) {
 	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for {
-		alive, err := groupAlive(pgid)
-		if err != nil || !alive {
-			return err
+		st, ok := readStat(pid)
+		if !ok || st.state == "T" || st.state == "t" || st.state == "Z" || st.state == "X" {
+			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("process group %d still alive after %v", pgid, limit)
+			return nil, fmt.Errorf("process %d did not stop within %v", pid, limit)
 		}
 		<-tick.C
 	}
-}
-
-// groupAlive reports whether a non-zombie process is in group pgid.
-func groupAlive(pgid int) (bool, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return false, fmt.Errorf("list processes: %w", err)
+		return nil, fmt.Errorf("list processes: %w", err)
 	}
+	var kids []procID
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		cpid, err := strconv.Atoi(e.Name())
 		if err != nil {
-			continue // exited meanwhile
-		}
-		// Fields after the parenthesised command: state ppid pgrp ...
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
 			continue
 		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
-			return true, nil
+		if st, ok := readStat(cpid); ok && st.ppid == pid {
+			kids = append(kids, procID{cpid, st.start})
 		}
 	}
-	return false, nil
+	return kids, nil
+}
+
+// waitGone waits until none of procs is alive. A zombie counts as gone: it
+// holds no memory, and its new parent reaps it, not us.
+func waitGone(procs []procID, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		alive := 0
+		for _, p := range procs {
+			st, ok := readStat(p.pid)
+			if ok && st.start == p.start && st.state != "Z" && st.state != "X" {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes still alive after %v", alive, limit)
+		}
+		<-tick.C
+	}
 }
 
 // command builds a command for one of the server binaries, dropping to the

@@ -311,3 +311,26 @@ func TestStartRetriesTakenPickedPort(t *testing.T) {
 		t.Errorf("connect after retry: %v", err)
 	}
 }
+
+// Close is bounded by ctx: with no time left it kills the server instead of
+// waiting for a graceful stop, and still removes the directory.
+func TestCloseWithExpiredContextKills(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Config{})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	done, cancelDone := context.WithCancel(t.Context())
+	cancelDone()
+	if err := s.Close(done); !errors.Is(err, context.Canceled) {
+		t.Errorf("Close with cancelled ctx: got %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(s.root); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stat %s after Close: got %v, want not exist", s.root, err)
+	}
+	if err := connectErr(t, s.URL()); err == nil {
+		t.Error("connect after Close: got nil error, want failure")
+	}
+}

@@ -2,6 +2,7 @@ package pgsink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -163,6 +165,9 @@ type offsets map[string]map[int32]int64
 func (k *kafka) committed(t testing.TB, group string) offsets {
 	t.Helper()
 	resp, err := k.adm.FetchOffsets(t.Context(), group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return offsets{} // nothing committed yet
+	}
 	if err != nil {
 		t.Fatalf("fetch offsets of %s: %v", group, err)
 	}
@@ -219,50 +224,6 @@ func (k *kafka) checkCommittedInDB(t testing.TB, pool *pgxpool.Pool, group strin
 			t.Fatalf("%s/%d offset %d (key %s version %d) is committed but the row is at version %d (present: %v)", p.topic, p.partition, p.offset, p.key, p.version, v, ok)
 		}
 	}
-}
-
-// rowVersion reads the version of the row that key of topic lands in.
-func rowVersion(t testing.TB, pool *pgxpool.Pool, topic, key string) (uint64, bool) {
-	t.Helper()
-	q := "SELECT version FROM orders WHERE order_id = $1::uuid"
-	if topic == string(topology.InventoryTable()) {
-		q = "SELECT version FROM inventory WHERE sku = $1"
-	}
-	var v int64
-	err := pool.QueryRow(t.Context(), q, key).Scan(&v)
-	if err != nil {
-		return 0, false
-	}
-	return uint64(v), true
-}
-
-// dump returns every row of the sink's tables as JSON, to compare states.
-func dump(t testing.TB, pool *pgxpool.Pool) string {
-	t.Helper()
-	var b strings.Builder
-	for _, q := range []string{
-		"SELECT coalesce(json_agg(t ORDER BY t.order_id)::text, '[]') FROM orders t",
-		"SELECT coalesce(json_agg(t ORDER BY t.order_id, t.line_no)::text, '[]') FROM order_items t",
-		"SELECT coalesce(json_agg(t ORDER BY t.sku)::text, '[]') FROM inventory t",
-	} {
-		var s string
-		if err := pool.QueryRow(t.Context(), q).Scan(&s); err != nil {
-			t.Fatalf("dump: %s: %v", q, err)
-		}
-		b.WriteString(s)
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
-// count returns the number of rows of a table.
-func count(t testing.TB, pool *pgxpool.Pool, table string) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
-		t.Fatalf("count %s: %v", table, err)
-	}
-	return n
 }
 
 // started is a sink running in its own goroutine.

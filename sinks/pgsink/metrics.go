@@ -70,7 +70,8 @@ func (c *counters) snapshot() Stats {
 }
 
 // collector exports a sink's Stats and health as Prometheus metrics, read at
-// scrape time, so the counters have one source.
+// scrape time so the counters have one source, and its batch duration
+// histogram. The metric names start with orderpipe_sink_.
 type collector struct {
 	s                                             *Sink
 	records, batches, rows, dbErrors, deadLetters *prometheus.Desc
@@ -96,12 +97,14 @@ func newCollector(s *Sink) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	c.s.batchDur.Describe(ch)
 	for _, d := range []*prometheus.Desc{c.records, c.batches, c.rows, c.dbErrors, c.refused, c.deadLetters, c.commits, c.lastCommitAge, c.backingOff} {
 		ch <- d
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.s.batchDur.Collect(ch)
 	st := c.s.Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)

@@ -2,9 +2,11 @@ package pgsink
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,9 +20,10 @@ import (
 const checkViolation = "23514"
 
 // emptyDB creates an unmigrated database on the package's server and
-// returns its URL.
-func emptyDB(t *testing.T, name string) string {
+// returns its URL. The random suffix keeps names unique under -count.
+func emptyDB(t *testing.T, prefix string) string {
 	t.Helper()
+	name := prefix + "_" + strings.ToLower(rand.Text())
 	url, err := pg.CreateDatabase(t.Context(), name)
 	if err != nil {
 		t.Fatalf("create database %s: %v", name, err)

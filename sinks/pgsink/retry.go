@@ -67,6 +67,9 @@ func (b *backoff) next() time.Duration {
 	return half + rand.N(d-half+1)
 }
 
+// reset starts the waits over from min.
+func (b *backoff) reset() { b.attempt = 0 }
+
 // sleep waits for d or until ctx ends, whichever is first.
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

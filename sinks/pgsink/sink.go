@@ -48,15 +48,18 @@ type Config struct {
 	// network partition) counts as down instead of hanging the sink.
 	// Default 30s.
 	WriteTimeout time.Duration
-	// ShutdownTimeout bounds what Run still does once its context ended:
-	// committing the offsets of a batch already in Postgres and leaving the
-	// group. Default 5s.
+	// ShutdownTimeout bounds each offset commit, which runs to its end even
+	// when Run's context ends meanwhile (the batch is already in Postgres),
+	// and leaving the group when Run returns. Default 5s.
 	ShutdownTimeout time.Duration
-	// Logger receives the sink's and franz-go's messages. Default
-	// slog.Default().
+	// Logger receives the sink's messages, and franz-go's with
+	// source=franz-go. Default slog.Default().
 	Logger *slog.Logger
-	// Registerer, when set, receives the sink's metrics (see NewCollector).
-	// Registration fails if the registry already has a sink's metrics.
+	// Registerer, when set, receives the sink's metrics, all named
+	// orderpipe_sink_*: records, batches, rows by table, db errors, refused
+	// batches, dead letters, commits (counters), last commit age and backing
+	// off (gauges), batch duration (histogram). Optional; New fails if the
+	// registry already holds another sink's metrics.
 	Registerer prometheus.Registerer
 	// ClientOpts are appended to the franz-go options the sink sets, so they
 	// win: tests pass e.g. kgo.FetchMaxWait.
@@ -90,6 +93,8 @@ func (c *Config) setDefaults() {
 // Validate reports the first setting that cannot work. Zero values are
 // valid: they mean the defaults.
 func (c Config) Validate() error {
+	set := c
+	set.setDefaults()
 	switch {
 	case len(c.Brokers) == 0:
 		return errors.New("pgsink: no brokers")
@@ -97,8 +102,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pgsink: max batch must be >= 0 (0 = default), got %d", c.MaxBatch)
 	case c.MinBackoff < 0 || c.MaxBackoff < 0:
 		return fmt.Errorf("pgsink: backoff must be >= 0 (0 = default), got %s..%s", c.MinBackoff, c.MaxBackoff)
-	case c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff:
-		return fmt.Errorf("pgsink: min backoff %s is above max backoff %s", c.MinBackoff, c.MaxBackoff)
+	case set.MinBackoff > set.MaxBackoff:
+		return fmt.Errorf("pgsink: min backoff %s is above max backoff %s", set.MinBackoff, set.MaxBackoff)
 	case c.WriteTimeout < 0 || c.ShutdownTimeout < 0:
 		return fmt.Errorf("pgsink: timeouts must be >= 0 (0 = default), got write %s, shutdown %s", c.WriteTimeout, c.ShutdownTimeout)
 	}
@@ -129,13 +134,10 @@ func New(cfg Config, pool *pgxpool.Pool) (*Sink, error) {
 		return nil, errors.New("pgsink: nil pool")
 	}
 	cfg.setDefaults()
-	s := &Sink{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "pgsink")}
+	s := &Sink{cfg: cfg, pool: pool, log: cfg.Logger}
 	s.batchDur = newBatchDuration()
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(s)); err != nil {
-			return nil, fmt.Errorf("pgsink: register metrics: %w", err)
-		}
-		if err := cfg.Registerer.Register(s.batchDur); err != nil {
 			return nil, fmt.Errorf("pgsink: register metrics: %w", err)
 		}
 	}
@@ -162,6 +164,12 @@ func (s *Sink) Stats() Stats { return s.stats.snapshot() }
 // Postgres still gets its offsets committed (within ShutdownTimeout); any
 // other batch is abandoned without committing, and the next owner of its
 // partitions writes it again.
+//
+// Rebalances wait while a batch is in progress (kgo.BlockRebalanceOnPoll),
+// including while Postgres is down: a new group member then waits for the
+// outage, and if it outlasts the rebalance timeout (franz-go default 60s)
+// this member is evicted. That is safe: its offset commit then fails, and
+// the new owner of the partitions writes the same rows again.
 func (s *Sink) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("pgsink: Run is already running")
@@ -175,6 +183,8 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer s.close(cl)
 	s.log.Info("sink started", "group", s.cfg.Group, "topics", []string{string(topology.OrdersTable()), string(topology.InventoryTable())}, "max_batch", s.cfg.MaxBatch)
 
+	// fetchBackoff spaces out polls that return nothing but errors.
+	fetchBackoff := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
 	for {
 		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
 		if ctx.Err() != nil {
@@ -183,17 +193,25 @@ func (s *Sink) Run(ctx context.Context) error {
 		if fetches.IsClientClosed() {
 			return errors.New("pgsink: kafka client closed while running")
 		}
+		failed := false
 		fetches.EachError(func(topic string, partition int32, err error) {
 			// franz-go retries what can be retried; what surfaces here is
 			// for an operator (e.g. data loss, authorization).
+			failed = true
 			s.log.Error("fetch failed", "topic", topic, "partition", partition, "err", err)
 		})
-		if recs := fetches.Records(); len(recs) > 0 {
+		recs := fetches.Records()
+		if len(recs) > 0 {
 			s.process(ctx, cl, recs)
 		}
 		// Only now may partitions move: everything polled is either
 		// committed or, when ctx ended, abandoned uncommitted.
 		cl.AllowRebalance()
+		if !failed || len(recs) > 0 {
+			fetchBackoff.reset()
+		} else if err := sleep(ctx, fetchBackoff.next()); err != nil {
+			return nil
+		}
 	}
 }
 
@@ -218,7 +236,7 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		// default; the partitioner is the one every producer shares.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(topology.Partitioner()),
-		kgo.WithLogger(kgoLogger{s.cfg.Logger.With("component", "pgsink.kgo")}),
+		kgo.WithLogger(kgoLogger{s.cfg.Logger.With("source", "franz-go")}),
 	}
 	return append(opts, s.cfg.ClientOpts...)
 }

@@ -30,6 +30,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative max batch", func(c *Config) { c.MaxBatch = -1 }, "max batch"},
 		{"negative backoff", func(c *Config) { c.MinBackoff = -time.Second }, "backoff"},
 		{"min above max", func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Minute, time.Second }, "above max backoff"},
+		{"min above the default max", func(c *Config) { c.MinBackoff = time.Minute }, "above max backoff"},
+		{"max below the default min", func(c *Config) { c.MaxBackoff = time.Millisecond }, "above max backoff"},
 		{"negative write timeout", func(c *Config) { c.WriteTimeout = -1 }, "timeouts"},
 	} {
 		c := ok

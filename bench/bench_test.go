@@ -1,0 +1,170 @@
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/orderpipe/orderpipe/bench"
+	"github.com/orderpipe/orderpipe/ingest"
+)
+
+func logger() *slog.Logger {
+	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// orderBody is a 1-3 line order over skus SKUs.
+func orderBody(i, skus int) []byte {
+	rng := rand.New(rand.NewPCG(uint64(i), 7))
+	perm := rng.Perm(skus)[:1+rng.IntN(3)]
+	b := fmt.Appendf(nil, `{"customer_id":"c-%d","currency":"EUR","items":[`, i%100)
+	for j, p := range perm {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"sku":"SKU-%d","quantity":%d,"unit_price_cents":%d}`, p, 1+rng.IntN(3), 100+p)
+	}
+	return append(b, "]}"...)
+}
+
+func setStock(b *testing.B, s *bench.System, skus int, n int64) {
+	b.Helper()
+	res, err := bench.Run(b.Context(), bench.Load{Addr: s.Addr, Requests: skus, Concurrency: 8, Body: func(i int) bench.Request {
+		return bench.Request{Method: "PUT", Path: fmt.Sprintf("/v1/inventory/SKU-%d", i), Body: fmt.Appendf(nil, `{"available":%d}`, n)}
+	}})
+	if err != nil || res.OK != skus {
+		b.Fatalf("set stock: %v %v", res, err)
+	}
+}
+
+func postOrders(n, skus int) func(int) bench.Request {
+	return func(i int) bench.Request {
+		return bench.Request{Method: "POST", Path: "/v1/orders", Body: orderBody(i, skus)}
+	}
+}
+
+// BenchmarkEndToEnd offers orders as fast as 64 connections can send them
+// and reports three rates measured in the same run: accepted by the edge
+// (202 after the broker's ack), final in the order table, and stored in
+// Postgres; plus their ratios. Run it with -benchtime=1x: each iteration is a
+// whole scenario.
+func BenchmarkEndToEnd(b *testing.B) {
+	const orders, skus = 20000, 50
+	s, err := bench.StartSystem(b.Context(), logger(), func(c *ingest.Config) { c.MaxInFlight = 20000 })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	setStock(b, s, skus, 1_000_000_000)
+	for b.Loop() {
+		before, err := s.Metric("orderpipe_orders_final_total")
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		res, err := bench.Run(b.Context(), bench.Load{Addr: s.Addr, Requests: orders, Concurrency: 64, Body: postOrders(orders, skus)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.OK != orders {
+			b.Fatalf("not every order accepted: %v", res)
+		}
+		final, err := s.WaitMetric(b.Context(), "orderpipe_orders_final_total", before+orders, 3*time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stored := waitRows(b, s, orders)
+		accept := res.Throughput()
+		e2e := orders / final.Sub(start).Seconds()
+		pg := orders / stored.Sub(start).Seconds()
+		b.ReportMetric(accept, "accepted/s")
+		b.ReportMetric(e2e, "final/s")
+		b.ReportMetric(pg, "stored/s")
+		b.ReportMetric(e2e/accept, "final/accepted")
+		b.ReportMetric(float64(res.Percentile(99).Microseconds())/1000, "accept-p99-ms")
+		b.Logf("edge: %v", res)
+		b.Logf("%d orders: accepted %.0f/s, final %.0f/s (%.2f of accepted), in Postgres %.0f/s", orders, accept, e2e, e2e/accept, pg)
+	}
+}
+
+// waitRows waits until Postgres holds at least n orders beyond those there
+// before, and returns when.
+func waitRows(b *testing.B, s *bench.System, n int) time.Time {
+	b.Helper()
+	conn, err := pgx.Connect(b.Context(), s.PostgresURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var got int
+		if err := conn.QueryRow(b.Context(), "select count(*) from orders where status <> 'pending'").Scan(&got); err != nil {
+			b.Fatal(err)
+		}
+		if got >= n {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("postgres has %d of %d final orders after 3 minutes", got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkOverload offers, open loop, about twice what the pipeline can
+// finish, on few hot SKUs (the saga prototype collapsed here: each hot SKU's
+// state grew with the orders in flight). It reports the finished rate under
+// overload against the rate of a calm run on the same system, and how much
+// the edge shed (503) instead of queueing.
+func BenchmarkOverload(b *testing.B) {
+	const skus = 5
+	s, err := bench.StartSystem(b.Context(), logger(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	setStock(b, s, skus, 1_000_000_000)
+	for b.Loop() {
+		calmN := 5000
+		before, _ := s.Metric("orderpipe_orders_final_total")
+		start := time.Now()
+		res, err := bench.Run(b.Context(), bench.Load{Addr: s.Addr, Requests: calmN, Concurrency: 32, Body: postOrders(calmN, skus)})
+		if err != nil || res.OK != calmN {
+			b.Fatalf("calm run: %v %v", res, err)
+		}
+		done, err := s.WaitMetric(b.Context(), "orderpipe_orders_final_total", before+float64(calmN), 3*time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		calm := float64(calmN) / done.Sub(start).Seconds()
+
+		rate := 2 * calm
+		overN := int(rate * 10) // ten seconds of overload
+		before, _ = s.Metric("orderpipe_orders_final_total")
+		start = time.Now()
+		res, err = bench.Run(b.Context(), bench.Load{Addr: s.Addr, Rate: rate, Requests: overN, Concurrency: 512, MaxDuration: time.Minute, Body: postOrders(overN, skus)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done, err = s.WaitMetric(b.Context(), "orderpipe_orders_final_total", before+float64(res.OK), 3*time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		over := float64(res.OK) / done.Sub(start).Seconds()
+		b.ReportMetric(calm, "calm-final/s")
+		b.ReportMetric(over, "overload-final/s")
+		b.ReportMetric(over/calm, "overload/calm")
+		b.ReportMetric(float64(res.Codes[503]+res.Codes[429])/float64(res.Sent), "shed-fraction")
+		b.Logf("calm: %.0f final/s; offered %.0f/s for 10s: %v; finished %.0f/s (%.2f of calm)", calm, rate, res, over, over/calm)
+	}
+}

@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/internal/pglocal"
+	"github.com/orderpipe/orderpipe/topology"
+	"github.com/valyala/fasthttp"
+)
+
+// System is `orderpipe run` in this process: embedded broker, a throwaway
+// PostgreSQL, every role. Close stops it.
+type System struct {
+	Addr        string
+	PostgresURL string
+	pg          *pglocal.Server
+	stop        context.CancelFunc
+	done        chan error
+}
+
+// StartSystem starts a system and waits until it is ready. edge may adjust
+// the edge's configuration (nil keeps the defaults).
+func StartSystem(ctx context.Context, log *slog.Logger, edge func(*ingest.Config)) (*System, error) {
+	pg, err := pglocal.Start(ctx, pglocal.Config{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s := &System{pg: pg, PostgresURL: pg.URL(), done: make(chan error, 1)}
+	ready := make(chan string, 1)
+	cfg := app.Config{PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log,
+		OnReady: func(addr string) { ready <- addr }}
+	cfg.Ingest.Listen = "127.0.0.1:0"
+	if edge != nil {
+		edge(&cfg.Ingest)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go func() {
+		s.done <- app.Run(runCtx, cfg, app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true})
+	}()
+	select {
+	case s.Addr = <-ready:
+		return s, nil
+	case err := <-s.done:
+		_ = pg.Close(context.Background())
+		return nil, fmt.Errorf("system stopped before ready: %w", err)
+	case <-time.After(2 * time.Minute):
+		s.Close()
+		return nil, fmt.Errorf("system not ready within 2 minutes")
+	}
+}
+
+// Close stops the system and removes its database.
+func (s *System) Close() error {
+	s.stop()
+	var err error
+	select {
+	case err = <-s.done:
+	case <-time.After(time.Minute):
+		err = fmt.Errorf("system did not stop within a minute")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cerr := s.pg.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Metric sums every series of a counter or gauge on the edge's /metrics.
+func (s *System) Metric(name string) (float64, error) {
+	code, body, err := fasthttp.GetTimeout(nil, "http://"+s.Addr+"/metrics", 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	if code != 200 {
+		return 0, fmt.Errorf("/metrics: status %d", code)
+	}
+	var sum float64
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric line %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+// WaitMetric waits until Metric(name) >= want or d passes, and returns
+// when it got there.
+func (s *System) WaitMetric(ctx context.Context, name string, want float64, d time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(d)
+	for {
+		v, err := s.Metric(name)
+		if err == nil && v >= want {
+			return time.Now(), nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%s = %v after %s, want %v (%v)", name, v, d, want, err)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -135,8 +135,18 @@ func TestKillResumeKeepsCommittedData(t *testing.T) {
 		t.Fatalf("uncommitted insert: %v", err)
 	}
 
+	var backend int
+	if err := tx.QueryRow(t.Context(), "select pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatalf("backend pid: %v", err)
+	}
+
 	if err := s.Kill(); err != nil {
 		t.Fatalf("Kill: %v", err)
+	}
+	// Backends must be gone too, or they keep the shared memory that the
+	// next start checks.
+	if st, ok := readStat(backend); ok && st.state != "Z" && st.state != "X" {
+		t.Errorf("backend %d after Kill: got state %s, want gone", backend, st.state)
 	}
 	if err := connectErr(t, s.URL()); err == nil {
 		t.Fatal("connect after Kill: got nil error, want failure")

@@ -50,8 +50,15 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./topology/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeOrder -fuzztime=$(FUZZTIME) ./ingest/
 
-up:
+## up: Redpanda, Console, Postgres and the roles behind HAProxy (needs Docker).
+up: deploy/keys/api-keys
 	docker compose up -d --build
+
+deploy/keys/api-keys:
+	@mkdir -p deploy/keys
+	@$(GO) run ./cmd/orderpipe keys new --client demo --scopes orders:write,orders:read,inventory:admin > deploy/keys/demo.txt
+	@sed -n 's/^line: //p' deploy/keys/demo.txt > $@
+	@echo "demo API key (also in deploy/keys/demo.txt):"; sed -n 's/^key: *//p' deploy/keys/demo.txt
 
 down:
 	docker compose down -v

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,6 +36,7 @@ Usage:
   orderpipe migrate  [flags]   apply the Postgres schema migrations
   orderpipe keys new --client ID --scopes orders:write,orders:read
                                print a new API key and its keys-file line
+  orderpipe probe URL          exit 0 if GET URL answers 200 (container health checks)
 
 Run 'orderpipe COMMAND -h' for the flags of a command.
 `
@@ -71,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(ctx, rest, stderr)
 	case "keys":
 		err = runKeys(rest, stdout, stderr)
+	case "probe":
+		err = runProbe(ctx, rest)
 	default:
 		fmt.Fprintf(stderr, "orderpipe: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -287,5 +291,27 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "key:  %s\nline: %s\n", key, line)
 	fmt.Fprintln(stderr, "Give the key to the client (Authorization: Bearer <key>); append the line to the --api-keys-file. The key is not stored anywhere.")
+	return nil
+}
+
+// runProbe is a health check for images without curl: GET url, succeed on 200.
+func runProbe(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: orderpipe probe URL")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", args[0], resp.Status)
+	}
 	return nil
 }

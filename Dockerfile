@@ -1,0 +1,12 @@
+# orderpipe image: one static binary on a distroless base.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/orderpipe ./cmd/orderpipe
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/orderpipe /orderpipe
+USER nonroot
+ENTRYPOINT ["/orderpipe"]

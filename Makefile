@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test test-short lint vet fmt bench fuzz clean up down pg-setup
+.PHONY: all build run test test-short lint vet fmt bench fuzz clean up down pg-setup kafka-up kafka-down
 
 all: build
 
@@ -62,6 +62,13 @@ deploy/keys/api-keys:
 
 down:
 	docker compose down -v
+
+## kafka-up: a real single-node Kafka 4.3.1 (KRaft) on 127.0.0.1:9092, from Maven Central jars cached in .cache/.
+kafka-up:
+	scripts/kafka.sh up
+
+kafka-down:
+	scripts/kafka.sh down
 
 clean:
 	rm -rf bin

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Smoke check of scripts/kafka.sh: a throwaway broker in a temporary
+# KAFKA_HOME_DIR on other ports (so a broker on 9092 is left alone), taken
+# through up, status, a second up, down, a restart that keeps the data, and
+# down --purge. The jars are shared with the repo's .cache/kafka (fetched
+# there first if needed). Needs java and mvn; no Go, no client tools: the
+# broker is probed with a Kafka ApiVersions request by kafka.sh itself.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KAFKA_SH=$REPO_ROOT/scripts/kafka.sh
+
+# The shared jars, fetched once into the repo's default home.
+KAFKA_HOME_DIR='' KAFKA_LIBS_DIR='' "$KAFKA_SH" fetch
+export KAFKA_LIBS_DIR=$REPO_ROOT/.cache/kafka/4.3.1/libs
+
+KAFKA_HOME_DIR=$(mktemp -d /tmp/kafka_test.XXXXXX)
+export KAFKA_HOME_DIR
+export KAFKA_PORT=${KAFKA_TEST_PORT:-39092}
+export KAFKA_CONTROLLER_PORT=${KAFKA_TEST_CONTROLLER_PORT:-39093}
+trap '"$KAFKA_SH" down --purge >/dev/null 2>&1 || true; rm -rf "$KAFKA_HOME_DIR"' EXIT
+
+passed=0 failed=0
+check() { # check NAME COMMAND...: runs COMMAND, counts and reports it
+	local name=$1
+	shift
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "ok   $name"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $name"
+	fi
+}
+fails() { ! "$@"; }
+cluster_id() { sed -n 's/^cluster.id=//p' "$KAFKA_HOME_DIR/run/data/meta.properties"; }
+
+check "up starts the broker" "$KAFKA_SH" up
+check "status says running" "$KAFKA_SH" status
+check "second up is a no-op" "$KAFKA_SH" up
+id1=$(cluster_id)
+check "down stops it" "$KAFKA_SH" down
+check "status says stopped" fails "$KAFKA_SH" status
+check "no pid file after down" test ! -e "$KAFKA_HOME_DIR/run/kafka.pid"
+check "up restarts it" "$KAFKA_SH" up
+check "restart keeps the data (same cluster id)" test "$(cluster_id)" = "$id1"
+check "down --purge" "$KAFKA_SH" down --purge
+check "purge deleted the data" test ! -e "$KAFKA_HOME_DIR/run/data"
+
+echo "kafka_test: $passed passed, $failed failed"
+((failed == 0))

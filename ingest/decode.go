@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"unicode"
 
 	"github.com/orderpipe/orderpipe/topology"
-	"github.com/valyala/fasthttp"
 )
 
 // The fixed rules of a request body; the configurable ones are in limits.
@@ -97,7 +95,6 @@ func (s *scanner) order(lim limits) (*orderInput, fieldErrors, error) {
 		// seen tracks customer_id, items, currency: keys must be exact (no
 		// case folding) and unique (no "last one wins").
 		seen [3]bool
-		skus map[string]int // first line of each SKU
 	)
 	err := s.object(func(key string) error {
 		idx := slices.Index([]string{"customer_id", "items", "currency"}, key)
@@ -110,51 +107,21 @@ func (s *scanner) order(lim limits) (*orderInput, fieldErrors, error) {
 			return s.skipValue(0)
 		}
 		seen[idx] = true
+		var (
+			ok  bool
+			err error
+		)
 		switch key {
 		case "customer_id":
-			v, ok, err := s.stringValue(key, &errs)
-			if ok && checkCustomerID(v, &errs) {
-				in.CustomerID = v
+			if in.CustomerID, ok, err = s.stringValue(key, &errs); ok {
+				checkCustomerID(in.CustomerID, &errs)
 			}
-			return err
 		case "currency":
-			v, ok, err := s.stringValue(key, &errs)
-			if ok && !validCurrency(v) {
+			if in.Currency, ok, err = s.stringValue(key, &errs); ok && !validCurrency(in.Currency) {
 				errs.add(key, "must be three capital letters (ISO 4217), like \"EUR\"")
 			}
-			in.Currency = v
-			return err
-		}
-		if s.peek() != '[' {
-			errs.add(key, "must be an array of order lines")
-			return s.skipValue(0)
-		}
-		n := 0
-		err := s.array(func(i int) error {
-			n++
-			if i >= lim.maxItems {
-				return s.skipValue(0)
-			}
-			it, ok, err := s.item(i, lim, &errs)
-			if !ok {
-				return err
-			}
-			if first, dup := skus[it.SKU]; dup {
-				errs.add(itemField(i, "sku"), "duplicate SKU %q (also on items[%d]): put the whole quantity on one line", it.SKU, first)
-			} else {
-				if skus == nil {
-					skus = make(map[string]int, 8)
-				}
-				skus[it.SKU] = i
-			}
-			in.Items = append(in.Items, it)
-			return err
-		})
-		switch {
-		case n == 0:
-			errs.add(key, "must not be empty")
-		case n > lim.maxItems:
-			errs.add(key, "has %d lines; at most %d are allowed", n, lim.maxItems)
+		default:
+			in.Items, err = s.items(lim, &errs)
 		}
 		return err
 	})
@@ -167,6 +134,47 @@ func (s *scanner) order(lim limits) (*orderInput, fieldErrors, error) {
 		}
 	}
 	return &in, errs, nil
+}
+
+// items reads the lines of an order. A SKU may appear on one line only:
+// the inventory holds one reservation per order and SKU.
+func (s *scanner) items(lim limits, errs *fieldErrors) ([]topology.Item, error) {
+	if s.peek() != '[' {
+		errs.add("items", "must be an array of order lines")
+		return nil, s.skipValue(0)
+	}
+	var (
+		items []topology.Item
+		skus  map[string]int // the first line of each SKU
+		n     int
+	)
+	err := s.array(func(i int) error {
+		n++
+		if i >= lim.maxItems {
+			return s.skipValue(0)
+		}
+		it, ok, err := s.item(i, lim, errs)
+		if !ok {
+			return err
+		}
+		if first, dup := skus[it.SKU]; dup {
+			errs.add(itemField(i, "sku"), "duplicate SKU %q (also on items[%d]): put the whole quantity on one line", it.SKU, first)
+			return nil
+		}
+		if skus == nil {
+			skus = make(map[string]int, 8)
+		}
+		skus[it.SKU] = i
+		items = append(items, it)
+		return nil
+	})
+	switch {
+	case n == 0:
+		errs.add("items", "must not be empty")
+	case n > lim.maxItems:
+		errs.add("items", "has %d lines; at most %d are allowed", n, lim.maxItems)
+	}
+	return items, err
 }
 
 // item reads line i of an order; ok is false if it broke a rule.
@@ -270,20 +278,20 @@ func parseInt(lit []byte, lo, hi int64) (int64, bool) {
 	return n, n >= lo && n <= hi
 }
 
-func checkCustomerID(v string, errs *fieldErrors) bool {
+// checkCustomerID checks 1..128 printable characters (unicode.IsPrint:
+// letters, marks, numbers, punctuation, symbols and the ASCII space).
+func checkCustomerID(v string, errs *fieldErrors) {
 	n := 0
 	for _, r := range v {
 		n++
 		if !unicode.IsPrint(r) {
 			errs.add("customer_id", "must hold printable characters only")
-			return false
+			return
 		}
 	}
 	if n == 0 || n > maxCustomerIDChars {
 		errs.add("customer_id", "must be 1 to %d characters", maxCustomerIDChars)
-		return false
 	}
-	return true
 }
 
 func validCurrency(v string) bool {
@@ -359,121 +367,4 @@ func requestHash(in *orderInput) [16]byte {
 	}
 	sum := sha256.Sum256(b)
 	return [16]byte(sum[:16])
-}
-
-// batchEntry is one order of a batch: decoded, or the problem that rejects
-// it alone.
-type batchEntry struct {
-	in   *orderInput
-	prob *problem
-}
-
-// decodeBatchArray reads a JSON array of orders. A syntax error anywhere
-// rejects the whole batch (its elements cannot be told apart any more); an
-// element that breaks a rule rejects only itself.
-func decodeBatchArray(data []byte, lim limits, maxOrders int) ([]batchEntry, *problem) {
-	s := &scanner{buf: data}
-	if s.peek() != '[' {
-		return nil, malformedJSON(s.unexpected("a JSON array of orders").Error())
-	}
-	var out []batchEntry
-	tooMany := false
-	err := s.array(func(i int) error {
-		if i >= maxOrders {
-			tooMany = true
-			return s.skipValue(0)
-		}
-		if s.peek() != '{' {
-			out = append(out, batchEntry{prob: invalidOrder([]fieldError{{Field: "", Message: "must be a JSON object"}})})
-			return s.skipValue(0)
-		}
-		in, errs, err := s.order(lim)
-		if errs.count > 0 {
-			out = append(out, batchEntry{prob: invalidOrder(errs.list)})
-		} else {
-			out = append(out, batchEntry{in: in})
-		}
-		return err
-	})
-	if err == nil && !s.atEnd() {
-		err = s.fail("trailing data after the JSON array")
-	}
-	switch {
-	case err != nil:
-		return nil, malformedJSON(err.Error())
-	case tooMany:
-		return nil, tooLarge(fmt.Sprintf("a batch holds at most %d orders", maxOrders))
-	case len(out) == 0:
-		return nil, invalidRequest("the batch is empty")
-	}
-	return out, nil
-}
-
-// decodeBatchNDJSON reads newline-delimited orders, one JSON object a line;
-// blank lines are skipped. Each line stands alone: a malformed or oversized
-// line rejects only itself.
-func decodeBatchNDJSON(data []byte, lim limits, maxOrders, maxLine int) ([]batchEntry, *problem) {
-	var out []batchEntry
-	for len(data) > 0 {
-		var line []byte
-		line, data, _ = bytes.Cut(data, []byte{'\n'})
-		if len(bytes.Trim(line, " \t\r")) == 0 {
-			continue
-		}
-		if len(out) == maxOrders {
-			return nil, tooLarge(fmt.Sprintf("a batch holds at most %d orders", maxOrders))
-		}
-		if len(line) > maxLine {
-			out = append(out, batchEntry{prob: tooLarge(fmt.Sprintf("an order is at most %d bytes", maxLine))})
-			continue
-		}
-		in, prob := decodeOrder(line, lim)
-		out = append(out, batchEntry{in: in, prob: prob})
-	}
-	if len(out) == 0 {
-		return nil, invalidRequest("the batch is empty")
-	}
-	return out, nil
-}
-
-// decodeStockLevel reads the body of PUT /v1/inventory/{sku}: {"available": n}.
-func decodeStockLevel(data []byte) (int64, *problem) {
-	s := &scanner{buf: data}
-	if s.peek() != '{' {
-		return 0, malformedJSON(s.unexpected("a JSON object").Error())
-	}
-	var (
-		errs      fieldErrors
-		available int64
-		seen      bool
-	)
-	err := s.object(func(key string) error {
-		switch {
-		case key != "available":
-			errs.add(truncate(key), "%s", unknownField(key, "available"))
-			return s.skipValue(0)
-		case seen:
-			errs.add(key, "duplicate field")
-			return s.skipValue(0)
-		}
-		seen = true
-		v, _, err := s.intValue(key, 0, maxAvailable, &errs)
-		available = v
-		return err
-	})
-	if err == nil && !s.atEnd() {
-		err = s.fail("trailing data after the JSON object")
-	}
-	if err != nil {
-		return 0, malformedJSON(err.Error())
-	}
-	if !seen {
-		errs.add("available", "is required")
-	}
-	if errs.count > 0 {
-		p := newProblem(fasthttp.StatusBadRequest, "invalid-stock-level", "Invalid stock level", "the body breaks the rules listed in errors; nothing was changed")
-		p.Errors = errs.list
-		return 0, p
-	}
-	return available, nil
 }

@@ -1,0 +1,207 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/orderpipe/orderpipe/topology"
+	"github.com/valyala/fasthttp"
+)
+
+func TestBrokerUnreachable(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	h := newHarness(t, options{cfg: Config{ProduceTimeout: timeout}})
+	if r := h.postOrder(orderBody("c", "A:1")); r.status != 202 {
+		t.Fatalf("with the broker up: got %s, want 202", r)
+	}
+	h.cluster.Close()
+	check := func(what string, r response) {
+		t.Helper()
+		if r.status != 503 || r.header["Retry-After"] == "" {
+			t.Fatalf("%s: got %s Retry-After %q, want 503 with Retry-After", what, r, r.header["Retry-After"])
+		}
+		problemOf(t, r)
+		if r.elapsed > timeout+2*time.Second {
+			t.Errorf("%s: answered after %s, want about the produce timeout %s", what, r.elapsed, timeout)
+		}
+	}
+	for i := range 3 {
+		r := h.postOrder(orderBody(fmt.Sprint("c", i), "A:1"))
+		check(fmt.Sprint("order ", i), r)
+		if typ := problemOf(t, r).Type; typ != problemTypeBase+"outcome-unknown" && typ != problemTypeBase+"broker-unavailable" {
+			t.Errorf("order %d: type %s, want outcome-unknown or broker-unavailable", i, typ)
+		}
+	}
+	// With a key the answer may also be not-ready: the views lost the
+	// broker too, so the key cannot be checked.
+	check("order with a key", h.postOrder(orderBody("c", "A:1"), "Idempotency-Key", "k"))
+	check("PUT stock", h.do("PUT", "/v1/inventory/A", "application/json", `{"available":1}`))
+	if n := h.edge.idem.size(); n != 0 {
+		t.Errorf("idempotency entries after the timeouts: got %d, want 0 (a retry must be able to produce again)", n)
+	}
+	// The slots of the timed-out orders stay taken until franz-go gives
+	// its verdict: their records may still land.
+	if n := h.edge.adm.inFlight(); n < 1 || n > 4 {
+		t.Errorf("in flight: got %d, want 1 to 4", n)
+	}
+}
+
+// panickyView panics on Get, as a bug in a view or codec might.
+type panickyView struct{ View }
+
+func (panickyView) Get(string) (any, error) { panic("boom") }
+
+func TestPanicGives500(t *testing.T) {
+	h := newHarness(t, options{ordersView: func(v View) View { return panickyView{v} }})
+	id, _ := topology.NewOrderID()
+	for range 3 {
+		r := h.do("GET", "/v1/orders/"+id.String(), "", "")
+		if r.status != 500 || problemOf(t, r).Type != problemTypeBase+"internal" {
+			t.Fatalf("GET on a panicking view: got %s, want a 500 problem", r)
+		}
+	}
+	if r := h.do("GET", "/healthz", "", ""); r.status != 200 {
+		t.Fatalf("after panics: got %s, want the edge still serving", r)
+	}
+	if r := h.do("GET", "/metrics", "", ""); !contains(r.body, "orderpipe_ingest_handler_panics_total 3") {
+		t.Errorf("/metrics does not count 3 panics")
+	}
+}
+
+// TestBufferReuse sends many distinct orders at once over real TCP: fasthttp
+// reuses request buffers as soon as a handler returns, so a produced record
+// that aliased one would carry another request's bytes.
+func TestBufferReuse(t *testing.T) {
+	const n = 2000
+	h := newHarness(t, options{})
+	client := &fasthttp.Client{MaxConnsPerHost: 64}
+	type sent struct {
+		customer string
+		sku      string
+		qty      int
+		hash     [16]byte
+	}
+	var (
+		mu    sync.Mutex
+		byID  = map[string]sent{}
+		fails atomic.Int32
+		wg    sync.WaitGroup
+		work  = make(chan int)
+	)
+	lim := Config{}.withDefaults().limits()
+	for range 64 {
+		wg.Go(func() {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for i := range work {
+				s := sent{customer: fmt.Sprintf("customer-%05d-%x", i, sha256.Sum256([]byte(fmt.Sprint(i)))), sku: fmt.Sprintf("SKU-%d", i%97), qty: 1 + i%50}
+				body := orderBody(s.customer, fmt.Sprintf("%s:%d", s.sku, s.qty), fmt.Sprintf("X-%d:1", i))
+				in, p := decodeOrder([]byte(body), lim)
+				if p != nil {
+					t.Errorf("order %d: %+v", i, p)
+					return
+				}
+				s.hash = requestHash(in)
+				req.Reset()
+				req.Header.SetMethod("POST")
+				req.SetRequestURI("http://" + h.edge.Addr() + "/v1/orders")
+				req.Header.SetContentType("application/json")
+				req.SetBodyString(body)
+				if err := client.DoTimeout(req, resp, 30*time.Second); err != nil || resp.StatusCode() != 202 {
+					fails.Add(1)
+					t.Errorf("order %d: %v %d %s", i, err, resp.StatusCode(), resp.Body())
+					continue
+				}
+				id := field(t, resp.Body(), "order_id")
+				mu.Lock()
+				byID[id] = s
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if fails.Load() > 0 {
+		t.Fatalf("%d orders failed", fails.Load())
+	}
+	subs := h.submitted()
+	if len(subs) != n || len(byID) != n {
+		t.Fatalf("records: got %d for %d accepted orders, want %d", len(subs), len(byID), n)
+	}
+	for id, m := range subs {
+		s, ok := byID[id]
+		switch {
+		case !ok:
+			t.Fatalf("record %s answers no request", id)
+		case m.CustomerID != s.customer || m.Items[0].SKU != s.sku || int(m.Items[0].Quantity) != s.qty:
+			t.Fatalf("record %s: got %s %+v, want %s %s:%d", id, m.CustomerID, m.Items, s.customer, s.sku, s.qty)
+		case m.RequestHash != s.hash:
+			t.Fatalf("record %s: hash %x, want %x", id, m.RequestHash, s.hash)
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	h := newHarness(t, options{cfg: Config{RateLimit: 0.5, RateBurst: 2}})
+	id, _ := topology.NewOrderID()
+	path := "/v1/orders/" + id.String()
+	for i := range 2 {
+		if r := h.do("GET", path, "", ""); r.status != 404 {
+			t.Fatalf("request %d within the burst: got %s, want 404", i, r)
+		}
+	}
+	r := h.do("GET", path, "", "")
+	// The next token comes 2s after the burst is spent, less the time the
+	// requests took.
+	if ra := r.header["Retry-After"]; r.status != 429 || (ra != "2" && ra != "1") {
+		t.Fatalf("over the rate: got %s Retry-After %q, want 429 with Retry-After 2 (or 1 on a slow machine)", r, ra)
+	}
+	problemOf(t, r)
+	if r := h.do("GET", "/healthz", "", ""); r.status != 200 {
+		t.Errorf("health is not rate limited: got %s", r)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	h := newHarness(t, options{cfg: Config{MaxWait: time.Minute}})
+	r := h.postOrder(orderBody("c", "A:1"))
+	id := field(t, r.body, "order_id")
+	done := make(chan response, 1)
+	go func() {
+		r, err := doOn(h.http, "GET", "/v1/orders/"+id+"?wait=1m", "", "")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	waitFor(t, "waiter registered", 5*time.Second, func() error {
+		if h.edge.waiters.waiting() != 1 {
+			return errNotYet
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := h.stopEdge(); err != nil {
+		t.Fatalf("Run: got %v, want nil after a clean shutdown", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %s with a ?wait=1m request in flight", took)
+	}
+	if r := <-done; r.status != 404 || r.header["Connection"] != "close" {
+		t.Errorf("the waiting GET: got %s Connection %q, want its answer (404: no processor) and Connection: close", r, r.header["Connection"])
+	}
+	if err := h.edge.accepting(); err == nil {
+		t.Error("the edge still reports ready after shutdown")
+	}
+	if _, err := doOn(h.http, "GET", "/healthz", "", ""); err == nil {
+		t.Error("the edge still accepts connections after Run returned")
+	}
+}

@@ -1,0 +1,74 @@
+package ingest
+
+import (
+	"errors"
+
+	"github.com/valyala/fasthttp"
+)
+
+// healthz is liveness: the process serves HTTP. It checks nothing
+// external, so that a broker outage does not get every edge restarted.
+func (e *Edge) healthz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"status":"ok"}`)
+}
+
+// readyJSON is the answer of /readyz.
+type readyJSON struct {
+	// Status is "ready", "degraded" (a non-critical check fails) or
+	// "not ready" (a critical one fails; the answer is 503).
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+// readyz is readiness: whether a load balancer should send traffic here.
+// Built-in critical checks: both views have recovered (before that they
+// answer with stale data) and the edge is not shutting down.
+func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
+	checks := []Check{
+		{Name: "orders_view", Critical: true, Fn: recovered(e.orders)},
+		{Name: "inventory_view", Critical: true, Fn: recovered(e.stock)},
+		{Name: "edge", Critical: true, Fn: e.accepting},
+	}
+	checks = append(checks, e.checks...)
+	out := readyJSON{Status: "ready", Checks: make(map[string]string, len(checks))}
+	for _, c := range checks {
+		err := c.Fn()
+		if err == nil {
+			out.Checks[c.Name] = "ok"
+			continue
+		}
+		out.Checks[c.Name] = err.Error()
+		switch {
+		case c.Critical:
+			out.Status = "not ready"
+		case out.Status == "ready":
+			out.Status = "degraded"
+		}
+	}
+	status := fasthttp.StatusOK
+	if out.Status == "not ready" {
+		status = fasthttp.StatusServiceUnavailable
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	e.writeJSON(ctx, status, out)
+}
+
+func recovered(v View) func() error {
+	return func() error {
+		if !v.Recovered() {
+			return errors.New("recovering")
+		}
+		return nil
+	}
+}
+
+// accepting fails once Run's context ended.
+func (e *Edge) accepting() error {
+	select {
+	case <-e.stopping:
+		return errors.New("shutting down")
+	default:
+		return nil
+	}
+}

@@ -1,0 +1,195 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/orderpipe/orderpipe/topology"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// errProduceTimeout is the answer of a record the broker did not ack
+// within ProduceTimeout: its outcome is unknown.
+var errProduceTimeout = errors.New("ingest: no ack from the broker within the produce timeout")
+
+// submission is one order on its way to the broker. It finishes exactly
+// once, within ProduceTimeout of its start, and may be shared by several
+// requests with the same Idempotency-Key that all give its answer.
+type submission struct {
+	id       string
+	done     chan struct{}
+	finished atomic.Bool
+	out      outcome // written once, before done is closed
+}
+
+// outcome is the answer to a submitted order.
+type outcome struct {
+	// prob refuses the order; nil accepts it (202).
+	prob *problem
+	// replayed marks an order accepted by an earlier request with the same
+	// Idempotency-Key and body: nothing was produced this time.
+	replayed bool
+}
+
+func newSubmission(id string) *submission {
+	return &submission{id: id, done: make(chan struct{})}
+}
+
+// finish sets the outcome; only the first call counts.
+func (s *submission) finish(o outcome) {
+	if s.finished.CompareAndSwap(false, true) {
+		s.out = o
+		close(s.done)
+	}
+}
+
+// wait blocks until s finishes and returns its outcome.
+func (s *submission) wait() outcome {
+	<-s.done
+	return s.out
+}
+
+func finishedSubmission(id string, o outcome) *submission {
+	s := newSubmission(id)
+	s.finish(o)
+	return s
+}
+
+// submit starts order in of client c on its way to the orders.submitted
+// topic and returns its submission. It never blocks. key is the request's
+// Idempotency-Key, "" for none; with a key, the orders view must have
+// recovered. joined reports that the submission belongs to an earlier
+// request with the same key and body, whose answer this one repeats.
+func (e *Edge) submit(c *client, key string, in *orderInput, now time.Time) (sub *submission, joined bool) {
+	msg := &topology.OrderSubmitted{
+		CustomerID:     in.CustomerID,
+		Currency:       in.Currency,
+		Items:          in.Items,
+		SubmittedAt:    now,
+		ClientID:       c.id,
+		IdempotencyKey: key,
+		RequestHash:    requestHash(in),
+	}
+	if key == "" {
+		id, err := topology.NewOrderID()
+		if err != nil {
+			e.log.Error("cannot make an order id", "err", err)
+			return finishedSubmission("", outcome{prob: internalError()}), false
+		}
+		msg.OrderID = id
+		sub = newSubmission(id.String())
+		e.produceOrder(sub, msg, func(bool) {})
+		return sub, false
+	}
+	msg.OrderID = topology.OrderIDForKey(c.id, key)
+	id := msg.OrderID.String()
+	sub, owner, prob := e.idem.claim(id, msg.RequestHash)
+	switch {
+	case prob != nil:
+		return finishedSubmission(id, outcome{prob: prob}), false
+	case !owner:
+		return sub, true
+	}
+	settle := func(accepted bool) { e.idem.settle(id, sub, accepted) }
+	if o, known := e.replay(id, msg.RequestHash); known {
+		sub.finish(o)
+		settle(false) // the view answers from now on
+		return sub, false
+	}
+	e.produceOrder(sub, msg, settle)
+	return sub, false
+}
+
+// replay answers a request whose order the view already shows: the same
+// body is accepted again without producing anything, another is refused.
+func (e *Edge) replay(id string, hash [16]byte) (o outcome, known bool) {
+	st, err := e.orderState(id)
+	switch {
+	case err != nil:
+		e.log.Warn("orders view lookup failed", "order_id", id, "err", err)
+		return outcome{prob: notReady("the orders view cannot be read")}, true
+	case st == nil:
+		return outcome{}, false
+	case st.RequestHash != hash:
+		return outcome{prob: idempotencyKeyReuse()}, true
+	}
+	return outcome{replayed: true}, true
+}
+
+// produceOrder takes an admission slot for msg and produces it. settle is
+// told whether the order was accepted, once sub has its answer.
+func (e *Edge) produceOrder(sub *submission, msg *topology.OrderSubmitted, settle func(accepted bool)) {
+	if !e.adm.acquire(sub.id) {
+		e.metrics.admissionRejected.Inc()
+		sub.finish(outcome{prob: overloaded("too many orders are in flight; retry later")})
+		settle(false)
+		return
+	}
+	rec := &kgo.Record{
+		Topic: string(topology.OrdersSubmitted),
+		Key:   []byte(sub.id),
+		Value: msg.Encode(), // a fresh slice: nothing aliases the request
+	}
+	e.produce(rec, func(err error) {
+		if err != nil {
+			sub.finish(outcome{prob: produceProblem(err)})
+		} else {
+			sub.finish(outcome{})
+		}
+		settle(err == nil)
+	}, func(err error) {
+		e.adm.produced(sub.id, err == nil)
+	})
+}
+
+// produce writes rec with TryProduce, which never blocks: with the
+// producer's buffer full it fails at once with kgo.ErrMaxBuffered (a
+// blocking Produce would queue requests without end, and ProduceSync would
+// defeat batching). answer is called once, with the broker's verdict or
+// errProduceTimeout, whichever comes first. verdict, if not nil, is called
+// with the broker's verdict whenever it comes, which may be after the
+// timeout: the record may still land. Both run on franz-go's promise
+// goroutine and must not block.
+//
+// The record's context ends at the timeout, so that a record still waiting
+// in the buffer is withdrawn instead of landing after its client was told
+// the outcome is unknown. franz-go cannot withdraw a record already sent
+// (the idempotent producer would lose its sequence numbers), and a canceled
+// record fails the other records buffered for its partition too, which the
+// broker trouble behind a timeout would soon do anyway.
+func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ProduceTimeout)
+	var answered atomic.Bool
+	reply := func(err error) {
+		if answered.CompareAndSwap(false, true) {
+			answer(err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { reply(errProduceTimeout) })
+	start := time.Now()
+	e.producer.TryProduce(ctx, rec, func(r *kgo.Record, err error) {
+		stop()
+		cancel()
+		e.metrics.observeProduce(r.Topic, err, time.Since(start))
+		if err != nil {
+			e.log.Debug("produce failed", "topic", r.Topic, "key", string(r.Key), "err", err)
+		}
+		reply(err)
+		if verdict != nil {
+			verdict(err)
+		}
+	})
+}
+
+// produceProblem is the answer to a record the broker did not take.
+func produceProblem(err error) *problem {
+	switch {
+	case errors.Is(err, errProduceTimeout):
+		return outcomeUnknown()
+	case errors.Is(err, kgo.ErrMaxBuffered):
+		return overloaded("the broker is not keeping up; retry later")
+	}
+	return brokerUnavailable()
+}

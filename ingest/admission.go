@@ -13,11 +13,16 @@ import "sync"
 // turns final in the view, or when the broker refused every record of it. A
 // record whose produce timed out keeps its slot until the broker's verdict
 // arrives, since it may still land. It is safe for concurrent use.
+//
+// Besides the number of orders, it caps the lines in flight per SKU: holds
+// live in the SKU's value, so a hot SKU is where the cost of an update would
+// grow; the per-SKU cap bounds it however the load is skewed.
 type admission struct {
-	limit int
+	limit, perSKU int
 
 	mu    sync.Mutex
 	slots map[string]*slot // by order id
+	skus  map[string]int   // lines in flight by SKU
 }
 
 // slot is one admitted order.
@@ -27,16 +32,19 @@ type slot struct {
 	producing int
 	// landed is set once the broker acked a record of the order.
 	landed bool
+	// skus are the order's SKUs, counted in admission.skus.
+	skus []string
 }
 
-func newAdmission(limit int) *admission {
-	return &admission{limit: limit, slots: make(map[string]*slot)}
+func newAdmission(limit, perSKU int) *admission {
+	return &admission{limit: limit, perSKU: perSKU, slots: make(map[string]*slot), skus: make(map[string]int)}
 }
 
-// acquire takes a slot for order id before one of its records is produced;
-// it reports false when the edge is full. An order that already holds a
-// slot is always admitted again, without taking a second one.
-func (a *admission) acquire(id string) bool {
+// acquire takes a slot for order id, whose lines are for skus, before one of
+// its records is produced; it reports false when the edge is full or one of
+// the SKUs has perSKU lines in flight. An order that already holds a slot is
+// always admitted again, without taking a second one.
+func (a *admission) acquire(id string, skus []string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.slots[id]; ok {
@@ -46,8 +54,30 @@ func (a *admission) acquire(id string) bool {
 	if len(a.slots) >= a.limit {
 		return false
 	}
-	a.slots[id] = &slot{producing: 1}
+	for _, sku := range skus {
+		if a.skus[sku] >= a.perSKU {
+			return false
+		}
+	}
+	for _, sku := range skus {
+		a.skus[sku]++
+	}
+	a.slots[id] = &slot{producing: 1, skus: skus}
 	return true
+}
+
+// releaseLocked frees the slot of id. a.mu must be held.
+func (a *admission) releaseLocked(id string) {
+	s, ok := a.slots[id]
+	if !ok {
+		return
+	}
+	for _, sku := range s.skus {
+		if a.skus[sku]--; a.skus[sku] <= 0 {
+			delete(a.skus, sku)
+		}
+	}
+	delete(a.slots, id)
 }
 
 // produced records the broker's verdict on one record of order id. The slot
@@ -62,7 +92,7 @@ func (a *admission) produced(id string, landed bool) {
 	s.producing--
 	s.landed = s.landed || landed
 	if s.producing == 0 && !s.landed {
-		delete(a.slots, id)
+		a.releaseLocked(id)
 	}
 }
 
@@ -73,7 +103,7 @@ func (a *admission) produced(id string, landed bool) {
 func (a *admission) final(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.slots, id)
+	a.releaseLocked(id)
 }
 
 // inFlight is the number of slots taken.

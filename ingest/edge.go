@@ -139,7 +139,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		checks:    deps.Checks,
 		limits:    cfg.limits(),
 		anon:      &client{anyScope: true},
-		adm:       newAdmission(cfg.MaxInFlight),
+		adm:       newAdmission(cfg.MaxInFlight, cfg.MaxInFlightPerSKU),
 		idem:      newIdempotency(cfg.MaxInFlight),
 		waiters:   newWaiters(),
 		listening: make(chan struct{}),

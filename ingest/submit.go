@@ -121,7 +121,11 @@ func (e *Edge) replay(id string, hash [16]byte) (o outcome, known bool) {
 // produceOrder takes an admission slot for msg and produces it. settle is
 // told whether the order was accepted, once sub has its answer.
 func (e *Edge) produceOrder(sub *submission, msg *topology.OrderSubmitted, settle func(accepted bool)) {
-	if !e.adm.acquire(sub.id) {
+	skus := make([]string, len(msg.Items))
+	for i, it := range msg.Items {
+		skus[i] = it.SKU
+	}
+	if !e.adm.acquire(sub.id, skus) {
 		e.metrics.admissionRejected.Inc()
 		sub.finish(outcome{prob: overloaded("too many orders are in flight; retry later")})
 		settle(false)

@@ -28,17 +28,17 @@
 //   - Inventory keeps, per SKU, LastOffset: the offset of the last
 //     inventory.commands record it applied. All commands for a SKU live in one
 //     partition, so offsets are monotonic per key, and a record at or below
-//     LastOffset is a replay: it changes nothing. A replayed Reserve re-sends the
-//     result recorded in the hold for that order (the first answer may have
-//     been lost in the crash); a replayed command whose hold is gone needs no
-//     answer, because holds are removed only by the Commit or Release that the
-//     orders processor sends after it received every result of the order.
-//   - Inventory also keeps, per SKU, one hold per order in flight, reserved or
-//     refused. A Reserve for an order that already has a hold (the orders
-//     processor re-sent it after its own replay) answers with the recorded
-//     outcome and changes nothing, so the answer to a line never flips from
-//     refused to reserved. Commit and Release of an order without a hold change
-//     nothing.
+//     LastOffset is a replay: it changes nothing. A replayed Reserve answers
+//     again (the first answer may have been lost in the crash): from the hold
+//     it made, or "insufficient" if it made none — it was refused, or its hold
+//     was settled, which happens only after the order is final and no longer
+//     listens.
+//   - Inventory also keeps, per SKU, one hold per order with units reserved.
+//     A Reserve for an order that already has a hold (the orders processor
+//     re-sent it after its own replay) answers from the hold and changes
+//     nothing. Commit and Release of an order without that hold change
+//     nothing. Refusals keep no hold, so the state is as small as the
+//     reservations in flight.
 //   - Orders keeps each order's state with one result per line. A replayed
 //     submission of an order that is still reserving re-sends Reserve only for
 //     lines without a result (the first emit may have been lost); a duplicate

@@ -154,6 +154,7 @@ func runRoles(ctx context.Context, name string, args []string, roles app.Roles, 
 		fs.Float64Var(&cfg.Ingest.RateLimit, "rate-limit", 0, "requests per second per client; 0 = no limit")
 		fs.IntVar(&cfg.Ingest.RateBurst, "rate-burst", 0, "burst of the per-client rate limit (default: the rate)")
 		fs.IntVar(&cfg.Ingest.MaxInFlight, "max-in-flight", ingest.DefaultMaxInFlight, "orders accepted by this edge and not final yet, above which new orders get 503")
+		fs.IntVar(&cfg.Ingest.MaxInFlightPerSKU, "max-in-flight-per-sku", ingest.DefaultMaxInFlightPerSKU, "order lines of one SKU in flight from this edge, above which new orders for it get 503")
 		durationFlag(fs, &cfg.Ingest.ProduceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "longest wait for the broker's ack before answering 503")
 	}
 	if roles.Sink {

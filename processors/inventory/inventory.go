@@ -87,7 +87,11 @@ func (p *Processor) current(ctx goka.Context) *topology.StockState {
 
 // replay handles a command at or below LastOffset: its effect is in the
 // table already. Only a Reserve needs an answer, since the first one may
-// have been lost with the crash that caused the replay; the hold has it.
+// have been lost with the crash that caused the replay. If this Reserve
+// made the order's hold, the hold has the answer. Otherwise the Reserve was
+// refused (refusals leave no hold), or its hold was settled, which happens
+// only after the order is final, when the orders processor ignores answers:
+// either way "insufficient" for this offset is the right answer.
 func (p *Processor) replay(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) {
 	if p.metrics != nil {
 		p.metrics.Command(cmd.Kind, true)
@@ -95,9 +99,11 @@ func (p *Processor) replay(ctx goka.Context, st *topology.StockState, cmd *topol
 	if cmd.Kind != topology.CmdReserve {
 		return
 	}
-	if h, ok := st.Hold(cmd.OrderID); ok {
+	if h, ok := st.Hold(cmd.OrderID); ok && h.Offset == ctx.Offset() {
 		p.answer(ctx, st, h)
+		return
 	}
+	p.refuse(ctx, st, cmd)
 }
 
 // apply changes st for cmd and reports whether it changed.
@@ -113,12 +119,17 @@ func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topolo
 			p.answer(ctx, st, h)
 			return false
 		}
-		h := topology.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: topology.HoldRefused, Offset: ctx.Offset()}
-		if st.Available >= int64(cmd.Quantity) {
-			h.Outcome = topology.HoldReserved
-			st.Available -= int64(cmd.Quantity)
-			st.Reserved += int64(cmd.Quantity)
+		if st.Available < int64(cmd.Quantity) {
+			// A refusal keeps no hold: the state stays as small as the
+			// reservations in flight. Should the orders processor re-send
+			// this Reserve and stock have come back meanwhile, the second
+			// answer is a hold its line does not know, which it releases.
+			p.refuse(ctx, st, cmd)
+			return false
 		}
+		h := topology.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: topology.HoldReserved, Offset: ctx.Offset()}
+		st.Available -= int64(cmd.Quantity)
+		st.Reserved += int64(cmd.Quantity)
 		st.PutHold(h)
 		p.answer(ctx, st, h)
 		return true
@@ -144,6 +155,18 @@ func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topolo
 	// if a kind is added there and not here.
 	p.deadLetter(ctx, cmd.Encode(), fmt.Errorf("unhandled command kind %s", cmd.Kind))
 	return false
+}
+
+// refuse answers a Reserve that this command's offset did not turn into a hold.
+func (p *Processor) refuse(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) {
+	ctx.Emit(topology.InventoryResults, cmd.OrderID.String(), &topology.ReservationResult{
+		OrderID:    cmd.OrderID,
+		SKU:        ctx.Key(),
+		Outcome:    topology.OutcomeInsufficient,
+		Quantity:   cmd.Quantity,
+		Available:  st.Available,
+		HoldOffset: ctx.Offset(),
+	})
 }
 
 // answer emits the result that hold h records, keyed by its order.

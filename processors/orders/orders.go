@@ -211,16 +211,15 @@ func (p *Processor) reserveAwaiting(ctx goka.Context, st *topology.OrderState) {
 }
 
 // settle emits what a final order owes the inventory: Commit of every line
-// of a confirmed order, Release of every answered line of a rejected one
-// (which returns reserved units and forgets refusals).
+// of a confirmed order, Release of every reserved line of a rejected one.
 func (p *Processor) settle(ctx goka.Context, st *topology.OrderState) {
 	kind := topology.CmdRelease
 	if st.Status == topology.StatusConfirmed {
 		kind = topology.CmdCommit
 	}
 	for _, l := range st.Lines {
-		if l.Result == topology.LineAwaiting {
-			continue // rejected before it was sent to the inventory
+		if l.Result != topology.LineReserved {
+			continue // refused (no hold), or never sent to the inventory
 		}
 		ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{Kind: kind, OrderID: st.OrderID, HoldOffset: l.HoldOffset})
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/app"
 	"github.com/orderpipe/orderpipe/sinks/pgsink"
-	"github.com/orderpipe/orderpipe/topology"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -58,22 +57,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	cmd, rest := args[0], args[1:]
 	var err error
-	switch cmd {
-	case "run":
-		err = runRoles(ctx, cmd, rest, app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true}, stdout, stderr)
-	case "ingest":
-		err = runRoles(ctx, cmd, rest, app.Roles{Ingest: true}, stdout, stderr)
-	case "process":
-		err = runRoles(ctx, cmd, rest, app.Roles{Process: true}, stdout, stderr)
-	case "sink":
-		err = runRoles(ctx, cmd, rest, app.Roles{Sink: true}, stdout, stderr)
-	case "topics":
+	roles, isRole := rolesFor(cmd)
+	switch {
+	case isRole:
+		err = runRoles(ctx, cmd, rest, roles, stdout, stderr)
+	case cmd == "topics":
 		err = runTopics(ctx, rest, stdout, stderr)
-	case "migrate":
+	case cmd == "migrate":
 		err = runMigrate(ctx, rest, stderr)
-	case "keys":
+	case cmd == "keys":
 		err = runKeys(rest, stdout, stderr)
-	case "probe":
+	case cmd == "probe":
 		err = runProbe(ctx, rest)
 	default:
 		fmt.Fprintf(stderr, "orderpipe: unknown command %q\n\n%s", cmd, usage)
@@ -94,77 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 // errUsage marks a command-line mistake that was already explained.
 var errUsage = errors.New("usage")
 
-// common are the flags every broker-facing command shares.
-type common struct {
-	brokers   listFlag
-	topology  topology.Config
-	logLevel  string
-	logFormat string
-}
-
-func (c *common) register(fs *flag.FlagSet) {
-	c.topology = topology.DefaultConfig()
-	fs.Var(&c.brokers, "brokers", "Kafka-protocol seed brokers, comma-separated; empty starts an in-process in-memory broker (not durable)")
-	fs.Func("partitions", "partitions of every topic (default 12)", func(v string) error {
-		var n int32
-		_, err := fmt.Sscan(v, &n)
-		c.topology.Partitions = n
-		return err
-	})
-	fs.Func("replication", "replication factor of new topics; 0 = min(3, brokers) (default 0)", func(v string) error {
-		var n int16
-		_, err := fmt.Sscan(v, &n)
-		c.topology.ReplicationFactor = n
-		return err
-	})
-	durationFlag(fs, &c.topology.StreamRetention, "stream-retention", c.topology.StreamRetention, "retention of stream topics")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
-}
-
-func (c *common) logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch c.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format must be text or json, got %q", c.logFormat)
-}
-
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("orderpipe "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
 func runRoles(ctx context.Context, name string, args []string, roles app.Roles, stdout, stderr io.Writer) error {
-	fs := newFlagSet(name, stderr)
-	var c common
-	c.register(fs)
-	var cfg app.Config
-	if roles.Ingest {
-		fs.StringVar(&cfg.Ingest.Listen, "listen", ingest.DefaultListen, "edge listen address")
-		fs.StringVar(&cfg.Ingest.APIKeysFile, "api-keys-file", "", "API keys file (client id, sha256 of key, scopes per line); empty turns auth off, allowed on loopback only")
-		fs.Float64Var(&cfg.Ingest.RateLimit, "rate-limit", 0, "requests per second per client; 0 = no limit")
-		fs.IntVar(&cfg.Ingest.RateBurst, "rate-burst", 0, "burst of the per-client rate limit (default: the rate)")
-		fs.IntVar(&cfg.Ingest.MaxInFlight, "max-in-flight", ingest.DefaultMaxInFlight, "orders accepted by this edge and not final yet, above which new orders get 503")
-		fs.IntVar(&cfg.Ingest.MaxInFlightPerSKU, "max-in-flight-per-sku", ingest.DefaultMaxInFlightPerSKU, "order lines of one SKU in flight from this edge, above which new orders for it get 503")
-		durationFlag(fs, &cfg.Ingest.ProduceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "longest wait for the broker's ack before answering 503")
-	}
-	if roles.Sink {
-		fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL URL (also DATABASE_URL); empty starts a throwaway local server")
-		fs.StringVar(&cfg.Sink.Group, "sink-group", "orderpipe-sink", "consumer group of the sink")
-	}
-	if roles.Process || roles.Ingest {
-		fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for Goka table state (LevelDB); empty uses a temporary dir removed on exit")
-	}
-	fs.StringVar(&cfg.ClientID, "client-id", "orderpipe", "client id sent to the brokers")
+	fs, o := roleFlags(name, roles, stderr)
 	if err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -172,6 +97,7 @@ func runRoles(ctx context.Context, name string, args []string, roles app.Roles, 
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
+	c, cfg := &o.common, &o.cfg
 	log, err := c.logger(stderr)
 	if err != nil {
 		return err
@@ -184,7 +110,7 @@ func runRoles(ctx context.Context, name string, args []string, roles app.Roles, 
 	if roles.Ingest {
 		cfg.OnReady = func(addr string) { announce(stdout, addr) }
 	}
-	return app.Run(ctx, cfg, roles)
+	return app.Run(ctx, *cfg, roles)
 }
 
 // announce prints where to send orders, with a curl that works as is.
@@ -204,10 +130,7 @@ orderpipe is ready: %[1]s
 }
 
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("topics", stderr)
-	var c common
-	c.register(fs)
-	check := fs.Bool("check", false, "only check the topics, create nothing")
+	fs, c, check := topicsFlags(stderr)
 	if err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -249,8 +172,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("migrate", stderr)
-	url := fs.String("postgres-url", "", "PostgreSQL URL (also DATABASE_URL); required")
+	fs, url := migrateFlags(stderr)
 	if err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -275,10 +197,7 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: orderpipe keys new --client ID --scopes orders:write,orders:read,inventory:admin")
 		return errUsage
 	}
-	fs := newFlagSet("keys new", stderr)
-	client := fs.String("client", "", "client id (required)")
-	var scopes listFlag
-	fs.Var(&scopes, "scopes", "comma-separated scopes: orders:write, orders:read, inventory:admin")
+	fs, client, scopes := keysFlags(stderr)
 	if err := parse(fs, args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -286,7 +205,7 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	key, line, err := ingest.NewAPIKey(*client, scopes)
+	key, line, err := ingest.NewAPIKey(*client, *scopes)
 	if err != nil {
 		return err
 	}

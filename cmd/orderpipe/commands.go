@@ -1,0 +1,159 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// rolesFor returns the roles a role command (run, ingest, process, sink)
+// runs, and false for any other command.
+func rolesFor(cmd string) (app.Roles, bool) {
+	switch cmd {
+	case "run":
+		return app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true}, true
+	case "ingest":
+		return app.Roles{Ingest: true}, true
+	case "process":
+		return app.Roles{Process: true}, true
+	case "sink":
+		return app.Roles{Sink: true}, true
+	}
+	return app.Roles{}, false
+}
+
+// flagsFor returns the flag set of subcommand cmd, built by the same code as
+// the command itself but bound to throwaway values and writing nothing, so
+// that tests can check deploy files against the real flags without running
+// anything. "keys" stands for `keys new`; "probe" takes no flags.
+func flagsFor(cmd string) (*flag.FlagSet, error) {
+	if roles, ok := rolesFor(cmd); ok {
+		fs, _ := roleFlags(cmd, roles, io.Discard)
+		return fs, nil
+	}
+	switch cmd {
+	case "topics":
+		fs, _, _ := topicsFlags(io.Discard)
+		return fs, nil
+	case "migrate":
+		fs, _ := migrateFlags(io.Discard)
+		return fs, nil
+	case "keys":
+		fs, _, _ := keysFlags(io.Discard)
+		return fs, nil
+	case "probe":
+		return newFlagSet("probe", io.Discard), nil
+	}
+	return nil, fmt.Errorf("unknown command %q", cmd)
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("orderpipe "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// common are the flags every broker-facing command shares.
+type common struct {
+	brokers   listFlag
+	topology  topology.Config
+	logLevel  string
+	logFormat string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	c.topology = topology.DefaultConfig()
+	fs.Var(&c.brokers, "brokers", "Kafka-protocol seed brokers, comma-separated; empty starts an in-process in-memory broker (not durable)")
+	fs.Func("partitions", "partitions of every topic (default 12)", func(v string) error {
+		var n int32
+		_, err := fmt.Sscan(v, &n)
+		c.topology.Partitions = n
+		return err
+	})
+	fs.Func("replication", "replication factor of new topics; 0 = min(3, brokers) (default 0)", func(v string) error {
+		var n int16
+		_, err := fmt.Sscan(v, &n)
+		c.topology.ReplicationFactor = n
+		return err
+	})
+	durationFlag(fs, &c.topology.StreamRetention, "stream-retention", c.topology.StreamRetention, "retention of stream topics")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+}
+
+func (c *common) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, got %q", c.logFormat)
+}
+
+// roleOptions are the values the flags of a role command fill.
+type roleOptions struct {
+	common common
+	cfg    app.Config
+}
+
+// roleFlags builds the flag set of role command name running roles.
+func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *roleOptions) {
+	fs := newFlagSet(name, stderr)
+	o := &roleOptions{}
+	o.common.register(fs)
+	cfg := &o.cfg
+	if roles.Ingest {
+		fs.StringVar(&cfg.Ingest.Listen, "listen", ingest.DefaultListen, "edge listen address")
+		fs.StringVar(&cfg.Ingest.APIKeysFile, "api-keys-file", "", "API keys file (client id, sha256 of key, scopes per line); empty turns auth off, allowed on loopback only")
+		fs.Float64Var(&cfg.Ingest.RateLimit, "rate-limit", 0, "requests per second per client; 0 = no limit")
+		fs.IntVar(&cfg.Ingest.RateBurst, "rate-burst", 0, "burst of the per-client rate limit (default: the rate)")
+		fs.IntVar(&cfg.Ingest.MaxInFlight, "max-in-flight", ingest.DefaultMaxInFlight, "orders accepted by this edge and not final yet, above which new orders get 503")
+		fs.IntVar(&cfg.Ingest.MaxInFlightPerSKU, "max-in-flight-per-sku", ingest.DefaultMaxInFlightPerSKU, "order lines of one SKU in flight from this edge, above which new orders for it get 503")
+		durationFlag(fs, &cfg.Ingest.ProduceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "longest wait for the broker's ack before answering 503")
+	}
+	if roles.Sink {
+		fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL URL (also DATABASE_URL); empty starts a throwaway local server")
+		fs.StringVar(&cfg.Sink.Group, "sink-group", "orderpipe-sink", "consumer group of the sink")
+	}
+	if roles.Process || roles.Ingest {
+		fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for Goka table state (LevelDB); empty uses a temporary dir removed on exit")
+	}
+	fs.StringVar(&cfg.ClientID, "client-id", "orderpipe", "client id sent to the brokers")
+	return fs, o
+}
+
+// topicsFlags builds the flag set of `topics`; check is --check.
+func topicsFlags(stderr io.Writer) (fs *flag.FlagSet, c *common, check *bool) {
+	fs = newFlagSet("topics", stderr)
+	c = &common{}
+	c.register(fs)
+	check = fs.Bool("check", false, "only check the topics, create nothing")
+	return fs, c, check
+}
+
+// migrateFlags builds the flag set of `migrate`; url is --postgres-url.
+func migrateFlags(stderr io.Writer) (fs *flag.FlagSet, url *string) {
+	fs = newFlagSet("migrate", stderr)
+	url = fs.String("postgres-url", "", "PostgreSQL URL (also DATABASE_URL); required")
+	return fs, url
+}
+
+// keysFlags builds the flag set of `keys new`.
+func keysFlags(stderr io.Writer) (fs *flag.FlagSet, client *string, scopes *listFlag) {
+	fs = newFlagSet("keys new", stderr)
+	client = fs.String("client", "", "client id (required)")
+	scopes = new(listFlag)
+	fs.Var(scopes, "scopes", "comma-separated scopes: orders:write, orders:read, inventory:admin")
+	return fs, client, scopes
+}

@@ -1,0 +1,118 @@
+package kafkatest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Kafka is a real Apache Kafka broker (KRaft, one node, loopback) started
+// by scripts/kafka.sh from the jars on Maven Central, in a directory of its
+// own, so that every test can have a fresh one.
+type Kafka struct {
+	script string
+	env    []string
+	port   int
+}
+
+// KafkaAvailable reports why a real broker cannot be started here (no
+// java or mvn on PATH), or nil.
+func KafkaAvailable() error {
+	for _, bin := range []string{"java", "mvn"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found on PATH: the real-broker suite needs a JDK 17+ and Maven", bin)
+		}
+	}
+	return nil
+}
+
+// StartKafka starts a broker with its data under dir, on free loopback
+// ports, and waits until it serves requests. The jars are fetched once into
+// the repository's .cache and shared by every broker.
+func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	k := &Kafka{script: filepath.Join(root, "scripts", "kafka.sh"), port: port}
+	k.env = append(os.Environ(),
+		"KAFKA_HOME_DIR="+dir,
+		"KAFKA_LIBS_DIR="+filepath.Join(root, ".cache", "kafka", "4.3.1", "libs"),
+		"KAFKA_PORT="+strconv.Itoa(port),
+		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
+		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m",
+		// Few partitions for the internal topics: the first group join
+		// creates them, and 50 partitions each cost a second here.
+		"KAFKA_EXTRA_PROPERTIES=offsets.topic.num.partitions=3\ntransaction.state.log.num.partitions=3",
+	)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if out, err := k.run(ctx, "up"); err != nil {
+		return nil, fmt.Errorf("start kafka: %w\n%s", err, out)
+	}
+	return k, nil
+}
+
+// Brokers returns the seed address.
+func (k *Kafka) Brokers() []string { return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port))} }
+
+// Close stops the broker and deletes its data.
+func (k *Kafka) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := k.run(ctx, "down", "--purge"); err != nil {
+		return fmt.Errorf("stop kafka: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func (k *Kafka) run(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, k.script, args...)
+	cmd.Env = k.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+// repoRoot finds the module root from the working directory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,293 @@
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/topology"
+)
+
+// broker starts a fresh cluster for one scenario, registers its cleanup
+// with t, and returns its seed brokers.
+type broker func(t *testing.T) []string
+
+// scenario is one behaviour checked end to end.
+type scenario struct {
+	name string
+	run  func(e *env)
+}
+
+// env is what a scenario runs on: a fresh cluster and a fresh database.
+type env struct {
+	t       *testing.T
+	kind    string
+	brokers []string
+	pgURL   string
+	http    *http.Client
+}
+
+// runSuite runs every scenario against clusters made by fresh, and says how
+// many ran on which broker.
+func runSuite(t *testing.T, kind string, fresh broker) {
+	var passed, failed int
+	for _, sc := range scenarios() {
+		ok := t.Run(sc.name, func(t *testing.T) {
+			url, err := pg.CreateDatabase(t.Context(), fmt.Sprintf("it_%d", time.Now().UnixNano()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &env{t: t, kind: kind, brokers: fresh(t), pgURL: url, http: &http.Client{
+				Timeout:   30 * time.Second,
+				Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128},
+			}}
+			sc.run(e)
+		})
+		if ok {
+			passed++
+		} else {
+			failed++
+		}
+	}
+	t.Logf("scenario suite on %s: %d passed, %d failed", kind, passed, failed)
+}
+
+// role is one app.Run in this process; stop ends it and checks it returned
+// cleanly.
+type role struct {
+	addr string
+	stop func()
+}
+
+// start runs the given roles against the scenario's cluster and database.
+func (e *env) start(roles app.Roles, dataDir string) *role {
+	e.t.Helper()
+	ready := make(chan string, 1)
+	cfg := app.Config{
+		Brokers: e.brokers, PostgresURL: e.pgURL, DataDir: dataDir,
+		Topology: topology.DefaultConfig(), Logger: logger(),
+		OnReady: func(addr string) { ready <- addr },
+	}
+	cfg.Ingest.Listen = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, roles) }()
+	var once sync.Once
+	r := &role{stop: func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					e.t.Errorf("roles %+v: %v", roles, err)
+				}
+			case <-time.After(90 * time.Second):
+				e.t.Errorf("roles %+v did not stop within 90s", roles)
+			}
+		})
+	}}
+	e.t.Cleanup(r.stop)
+	select {
+	case r.addr = <-ready:
+	case err := <-done:
+		once.Do(func() {})
+		e.t.Fatalf("roles %+v stopped before ready: %v", roles, err)
+	case <-time.After(3 * time.Minute):
+		e.t.Fatalf("roles %+v not ready within 3 minutes", roles)
+	}
+	return r
+}
+
+// startAll runs every role in one process, creating the topics.
+func (e *env) startAll() *role {
+	return e.start(app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
+}
+
+type line struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+	Price    int    `json:"unit_price_cents"`
+}
+
+type order struct {
+	CustomerID string `json:"customer_id"`
+	Currency   string `json:"currency"`
+	Items      []line `json:"items"`
+}
+
+func newOrder(items ...line) order { return order{CustomerID: "c-1", Currency: "EUR", Items: items} }
+
+// do sends one request to the edge at base and decodes the JSON answer.
+func (e *env) do(base, method, path string, body any, hdr map[string]string) (int, map[string]any) {
+	e.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+base+path, r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(b) > 0 && json.Unmarshal(b, &out) != nil {
+		e.t.Fatalf("%s %s: status %d, body %q is not a JSON object", method, path, resp.StatusCode, b)
+	}
+	return resp.StatusCode, out
+}
+
+func (e *env) setStock(base string, stock map[string]int) {
+	e.t.Helper()
+	for sku, n := range stock {
+		if code, body := e.do(base, "PUT", "/v1/inventory/"+sku, map[string]any{"available": n}, nil); code != 202 {
+			e.t.Fatalf("set stock of %s: %d %v", sku, code, body)
+		}
+	}
+	waitFor(e.t, "stock visible", time.Minute, func() error {
+		for sku, n := range stock {
+			code, body := e.do(base, "GET", "/v1/inventory/"+sku, nil, nil)
+			if code != 200 || body["available"] != float64(n) {
+				return fmt.Errorf("%s: %d %v", sku, code, body)
+			}
+		}
+		return nil
+	})
+}
+
+// submit posts orders concurrently and returns their ids, in order; every
+// one must be accepted.
+func (e *env) submit(base string, orders []order) []string {
+	e.t.Helper()
+	ids := make([]string, len(orders))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, len(orders))
+	for i, o := range orders {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			code, body := e.do(base, "POST", "/v1/orders", o, nil)
+			if code != 202 {
+				errs <- fmt.Errorf("order %d: %d %v", i, code, body)
+				return
+			}
+			ids[i], _ = body["order_id"].(string)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+// final waits until every order is confirmed or rejected and returns their
+// API representations by id.
+func (e *env) final(base string, ids []string, within time.Duration) map[string]map[string]any {
+	e.t.Helper()
+	out := make(map[string]map[string]any, len(ids))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	deadline := time.Now().Add(within)
+	for _, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for time.Now().Before(deadline) {
+				code, body := e.do(base, "GET", "/v1/orders/"+id+"?wait=5s", nil, nil)
+				if code == 200 && (body["status"] == "confirmed" || body["status"] == "rejected") {
+					mu.Lock()
+					out[id] = body
+					mu.Unlock()
+					return
+				}
+				if code != 200 && code != 404 && code != 503 {
+					e.t.Errorf("GET order %s: %d %v", id, code, body)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(out) != len(ids) {
+		e.t.Fatalf("%d of %d orders final within %s", len(out), len(ids), within)
+	}
+	return out
+}
+
+// checkConservation checks, through the API, that every SKU holds
+// initial - confirmed units with nothing reserved, and returns the stock.
+func (e *env) checkConservation(base string, initial map[string]int, orders map[string]map[string]any) map[string]int {
+	e.t.Helper()
+	confirmed := map[string]int{}
+	for _, o := range orders {
+		if o["status"] != "confirmed" {
+			continue
+		}
+		for _, it := range o["items"].([]any) {
+			m := it.(map[string]any)
+			confirmed[m["sku"].(string)] += int(m["quantity"].(float64))
+		}
+	}
+	stock := map[string]int{}
+	waitFor(e.t, "inventory quiet and conserved", time.Minute, func() error {
+		for sku, n := range initial {
+			code, body := e.do(base, "GET", "/v1/inventory/"+sku, nil, nil)
+			if code != 200 {
+				return fmt.Errorf("%s: %d %v", sku, code, body)
+			}
+			avail, reserved := int(body["available"].(float64)), int(body["reserved"].(float64))
+			sold := int(body["sold"].(float64))
+			if reserved != 0 || avail < 0 || avail+confirmed[sku] != n || sold != confirmed[sku] {
+				return fmt.Errorf("%s: available %d reserved %d sold %d, confirmed %d, initial %d", sku, avail, reserved, sold, confirmed[sku], n)
+			}
+			stock[sku] = avail
+		}
+		return nil
+	})
+	return stock
+}
+
+// waitFor polls cond until it returns nil or d passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %v", what, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -19,7 +19,6 @@ func scenarios() []scenario {
 		{"flow", testFlow},
 		{"replay", testReplay},
 		{"idempotency", testIdempotency},
-		{"scale-out", testScaleOut},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -51,14 +52,28 @@ func (c Config) Ensure(ctx context.Context, adm *kadm.Client, log *slog.Logger) 
 		}
 		log.Info("created topic", "topic", spec.Name, "partitions", spec.Partitions, "replication", rf, "cleanup.policy", spec.Configs["cleanup.policy"])
 	}
-	existing, err := c.Describe(ctx, adm)
-	if err != nil {
-		return err
+	// A real broker may answer metadata before a new topic reached it, and
+	// franz-go caches metadata for a few seconds: retry until every topic
+	// shows up or the deadline passes.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		existing, err := c.Describe(ctx, adm)
+		if err != nil {
+			return err
+		}
+		err = c.CheckExisting(rf, existing)
+		if err == nil {
+			return nil
+		}
+		if len(existing) == len(c.Topics(rf)) || time.Now().After(deadline) {
+			return fmt.Errorf("topics do not match the topology: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	if err := c.CheckExisting(rf, existing); err != nil {
-		return fmt.Errorf("topics do not match the topology: %w", err)
-	}
-	return nil
 }
 
 // Describe reads partitions, replication and cleanup policy of the

@@ -69,7 +69,9 @@ func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
 }
 
 // Brokers returns the seed address.
-func (k *Kafka) Brokers() []string { return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port))} }
+func (k *Kafka) Brokers() []string {
+	return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port))}
+}
 
 // Close stops the broker and deletes its data.
 func (k *Kafka) Close() error {

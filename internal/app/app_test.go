@@ -311,31 +311,6 @@ func TestOrdersEndToEnd(t *testing.T) {
 	}
 }
 
-func TestIdempotencyKey(t *testing.T) {
-	s := startSystem(t)
-	o := order{CustomerID: "c", Currency: "EUR", Items: []line{{SKU: "A", Quantity: 1, Price: 5}}}
-	hdr := map[string]string{"Idempotency-Key": "key-1"}
-	code1, b1 := s.do("POST", "/v1/orders", o, hdr)
-	code2, b2 := s.do("POST", "/v1/orders", o, hdr)
-	if code1 != 202 || code2 != 202 || b1["order_id"] == nil || b1["order_id"] != b2["order_id"] {
-		t.Fatalf("same key, same body: %d %v then %d %v; want 202 twice with one order id", code1, b1, code2, b2)
-	}
-	waitFor(t, "order visible", 30*time.Second, func() error {
-		if code, _ := s.do("GET", fmt.Sprintf("/v1/orders/%s", b1["order_id"]), nil, nil); code != 200 {
-			return fmt.Errorf("status %d", code)
-		}
-		return nil
-	})
-	code3, b3 := s.do("POST", "/v1/orders", o, hdr)
-	if code3 != 202 || b3["order_id"] != b1["order_id"] {
-		t.Errorf("replay after the order is visible: %d %v, want 202 with %v", code3, b3, b1["order_id"])
-	}
-	o.Items[0].Quantity = 2
-	if code, body := s.do("POST", "/v1/orders", o, hdr); code < 400 || code >= 500 {
-		t.Errorf("same key, other body: %d %v; want a 4xx", code, body)
-	}
-}
-
 // TestPostgresDownThenBack stops Postgres while orders flow: orders are still
 // accepted, processed and readable from the cache, and the sink catches up
 // when Postgres returns.

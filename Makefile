@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test test-short lint vet fmt bench fuzz clean up down pg-setup kafka-up kafka-down
+.PHONY: all build run test lint vet fmt bench fuzz clean up down pg-setup kafka-up kafka-down
 
 all: build
 
@@ -25,9 +25,6 @@ run: pg-setup build
 test: pg-setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-
-test-short:
-	$(GO) test -count=1 -short $(PKGS)
 
 pg-setup:
 	@scripts/ensure-postgres.sh >/dev/null

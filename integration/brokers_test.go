@@ -24,9 +24,6 @@ func TestInProcessBroker(t *testing.T) {
 // single node), a fresh one per scenario. In CI it must run; elsewhere it
 // skips, saying why, when Java or Maven is missing.
 func TestKafkaBroker(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the real-broker suite takes minutes")
-	}
 	if err := kafkatest.KafkaAvailable(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI must run the real-broker suite: %v", err)

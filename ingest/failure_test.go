@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/sha256"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,7 +183,7 @@ func TestShutdown(t *testing.T) {
 		}
 		done <- r
 	}()
-	waitFor(t, "waiter registered", 5*time.Second, func() error {
+	await.Until(t, "waiter registered", 5*time.Second, func() error {
 		if h.edge.waiters.waiting() != 1 {
 			return errNotYet
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"log/slog"
 	"os"
@@ -137,7 +138,7 @@ func (h *harness) startViews() {
 	h.t.Helper()
 	h.runInBackground("orders view", h.orders.Run)
 	h.runInBackground("inventory view", h.stock.Run)
-	waitFor(h.t, "views recovered", 30*time.Second, func() error {
+	await.Until(h.t, "views recovered", 30*time.Second, func() error {
 		if !h.orders.Recovered() || !h.stock.Recovered() {
 			return errors.New("not recovered")
 		}
@@ -335,7 +336,7 @@ func (h *harness) setOrder(m *topology.OrderSubmitted, status topology.Status, v
 	h.t.Helper()
 	st := stateOf(m, status, version)
 	h.writeTable(topology.OrdersTable(), m.OrderID.String(), st.Encode())
-	waitFor(h.t, "order in the view", 10*time.Second, func() error {
+	await.Until(h.t, "order in the view", 10*time.Second, func() error {
 		v, err := h.orders.Get(m.OrderID.String())
 		if err != nil {
 			return err
@@ -362,22 +363,6 @@ func stateOf(m *topology.OrderSubmitted, status topology.Status, version uint64)
 		st.Lines = append(st.Lines, topology.Line{Item: it, Result: topology.LineReserved})
 	}
 	return st
-}
-
-// waitFor polls cond until it returns nil, failing the test after d.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // orderBody returns a valid order for customer with the given lines

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/json"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestInventory(t *testing.T) {
 	st := topology.NewStockState()
 	st.Version, st.Available, st.Reserved, st.Sold, st.UpdatedAt = 3, 240, 7, 3, time.Now()
 	h.writeTable(topology.InventoryTable(), "SKU-9", st.Encode())
-	waitFor(t, "stock in the view", 10*time.Second, func() error {
+	await.Until(t, "stock in the view", 10*time.Second, func() error {
 		_, err := h.stock.Get("SKU-9")
 		if v, _ := h.stock.Get("SKU-9"); v == nil {
 			return errNotYet

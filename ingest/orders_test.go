@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("records: got %d, want 1", len(subs))
 	}
 	h.setOrder(subs[id], topology.StatusPending, 1)
-	waitFor(t, "idempotency entry gone", 5*time.Second, func() error {
+	await.Until(t, "idempotency entry gone", 5*time.Second, func() error {
 		if n := h.edge.idem.size(); n != 0 {
 			return fmt.Errorf("%d entries", n)
 		}
@@ -147,7 +148,7 @@ func TestGetOrder(t *testing.T) {
 		}
 		done <- r
 	}()
-	waitFor(t, "waiter registered", 5*time.Second, func() error {
+	await.Until(t, "waiter registered", 5*time.Second, func() error {
 		if h.edge.waiters.waiting() != 1 {
 			return errors.New("no waiter yet")
 		}
@@ -239,7 +240,7 @@ func TestAdmissionControl(t *testing.T) {
 		t.Fatalf("after a pending update: got %s, want 503", r)
 	}
 	h.setOrder(subs[ids[0]], topology.StatusConfirmed, 2)
-	waitFor(t, "slot freed", 5*time.Second, func() error {
+	await.Until(t, "slot freed", 5*time.Second, func() error {
 		if n := h.edge.adm.inFlight(); n != 1 {
 			return fmt.Errorf("%d in flight", n)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"net/http"
 	"sync"
@@ -165,7 +166,7 @@ func (e *env) setStock(base string, stock map[string]int) {
 			e.t.Fatalf("set stock of %s: %d %v", sku, code, body)
 		}
 	}
-	waitFor(e.t, "stock visible", time.Minute, func() error {
+	await.Until(e.t, "stock visible", time.Minute, func() error {
 		for sku, n := range stock {
 			code, body := e.do(base, "GET", "/v1/inventory/"+sku, nil, nil)
 			if code != 200 || body["available"] != float64(n) {
@@ -258,7 +259,7 @@ func (e *env) checkConservation(base string, initial map[string]int, orders map[
 		}
 	}
 	stock := map[string]int{}
-	waitFor(e.t, "inventory quiet and conserved", time.Minute, func() error {
+	await.Until(e.t, "inventory quiet and conserved", time.Minute, func() error {
 		for sku, n := range initial {
 			code, body := e.do(base, "GET", "/v1/inventory/"+sku, nil, nil)
 			if code != 200 {
@@ -274,20 +275,4 @@ func (e *env) checkConservation(base string, initial map[string]int, orders map[
 		return nil
 	})
 	return stock
-}
-
-// waitFor polls cond until it returns nil or d passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"math/rand/v2"
 	"time"
 
@@ -88,7 +89,7 @@ func (e *env) checkPostgres(orders map[string]map[string]any, stock map[string]i
 		e.t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	waitFor(e.t, "postgres converged", 2*time.Minute, func() error {
+	await.Until(e.t, "postgres converged", 2*time.Minute, func() error {
 		rows, err := conn.Query(e.t.Context(), "select order_id::text, status, total_cents from orders")
 		if err != nil {
 			return err
@@ -157,12 +158,6 @@ func testReplay(e *env) {
 	e.checkPostgres(after, stock)
 }
 
-// groupInputs are the input topics of each Goka group.
-var groupInputs = map[string][]string{
-	string(topology.OrdersGroup):    {string(topology.OrdersSubmitted), string(topology.InventoryResults)},
-	string(topology.InventoryGroup): {string(topology.InventoryCommands)},
-}
-
 func (e *env) admin() (*kadm.Client, func()) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
 	if err != nil {
@@ -176,12 +171,12 @@ func (e *env) rewind() {
 	e.t.Helper()
 	adm, done := e.admin()
 	defer done()
-	for group, topics := range groupInputs {
+	for group, topics := range topology.GroupInputs() {
 		start, err := adm.ListStartOffsets(e.t.Context(), topics...)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if err := adm.CommitAllOffsets(e.t.Context(), group, start.Offsets()); err != nil {
+		if err := adm.CommitAllOffsets(e.t.Context(), string(group), start.Offsets()); err != nil {
 			e.t.Fatalf("rewind %s: %v", group, err)
 		}
 	}
@@ -193,12 +188,12 @@ func (e *env) lag() int64 {
 	adm, done := e.admin()
 	defer done()
 	var total int64
-	for group, topics := range groupInputs {
+	for group, topics := range topology.GroupInputs() {
 		end, err := adm.ListEndOffsets(e.t.Context(), topics...)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		committed, err := adm.FetchOffsets(e.t.Context(), group)
+		committed, err := adm.FetchOffsets(e.t.Context(), string(group))
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -215,7 +210,7 @@ func (e *env) lag() int64 {
 
 func (e *env) waitLag(want int64) {
 	e.t.Helper()
-	waitFor(e.t, fmt.Sprintf("group lag %d", want), 2*time.Minute, func() error {
+	await.Until(e.t, fmt.Sprintf("group lag %d", want), 2*time.Minute, func() error {
 		if l := e.lag(); l != want {
 			return fmt.Errorf("lag %d", l)
 		}
@@ -246,7 +241,7 @@ func testIdempotency(e *env) {
 		e.t.Errorf("same key, other body: %d %v; want 422", code, body)
 	}
 	// One order, one unit sold: the retries created nothing.
-	waitFor(e.t, "one unit sold", time.Minute, func() error {
+	await.Until(e.t, "one unit sold", time.Minute, func() error {
 		_, st := e.do(r.addr, "GET", "/v1/inventory/I", nil, nil)
 		if st["sold"] != float64(1) || st["available"] != float64(9) || st["reserved"] != float64(0) {
 			return fmt.Errorf("stock after retries: %v, want 1 sold, 9 available", st)

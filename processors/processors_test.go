@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -67,7 +68,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.runInBackground(h.orders.Run)
 	h.runInBackground(h.stock.Run)
-	h.waitFor("views recovered", 30*time.Second, func() error {
+	await.Until(h.t, "views recovered", 30*time.Second, func() error {
 		if !h.orders.Recovered() || !h.stock.Recovered() {
 			return errors.New("not recovered")
 		}
@@ -124,23 +125,8 @@ func (h *harness) startRunner(dataDir string, reg prometheus.Registerer) (*proce
 		})
 	}
 	h.t.Cleanup(stop)
-	h.waitFor("processors ready", 60*time.Second, r.Ready)
+	await.Until(h.t, "processors ready", 60*time.Second, r.Ready)
 	return r, stop
-}
-
-func (h *harness) waitFor(what string, d time.Duration, cond func() error) {
-	h.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s: not reached within %s: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func (h *harness) produce(topic goka.Stream, key string, value []byte) {
@@ -190,7 +176,7 @@ func (h *harness) stockOf(sku string) *topology.StockState {
 
 func (h *harness) waitFinal(ids ...topology.OrderID) {
 	h.t.Helper()
-	h.waitFor(fmt.Sprintf("%d orders final", len(ids)), 60*time.Second, func() error {
+	await.Until(h.t, fmt.Sprintf("%d orders final", len(ids)), 60*time.Second, func() error {
 		for _, id := range ids {
 			if o := h.order(id); o == nil || !o.Status.Final() {
 				return fmt.Errorf("order %s not final", id)
@@ -204,7 +190,7 @@ func (h *harness) waitFinal(ids ...topology.OrderID) {
 // committed or released its holds.
 func (h *harness) waitQuiet(skus ...string) {
 	h.t.Helper()
-	h.waitFor("inventory quiet", 60*time.Second, func() error {
+	await.Until(h.t, "inventory quiet", 60*time.Second, func() error {
 		for _, sku := range skus {
 			if s := h.stockOf(sku); s.Reserved != 0 || s.HoldCount() != 0 {
 				return fmt.Errorf("sku %s: reserved %d, %d holds", sku, s.Reserved, s.HoldCount())
@@ -223,7 +209,7 @@ func TestSagaConfirmRejectCompensate(t *testing.T) {
 	h.startRunner(t.TempDir(), nil)
 	h.setStock("A", 5)
 	h.setStock("B", 1)
-	h.waitFor("stock set", 30*time.Second, func() error {
+	await.Until(h.t, "stock set", 30*time.Second, func() error {
 		if h.stockOf("A").Available != 5 || h.stockOf("B").Available != 1 {
 			return errors.New("stock not visible yet")
 		}
@@ -347,15 +333,12 @@ func (h *harness) checkConservation(ids []topology.OrderID, skus int, initial in
 // replay input whose effects are all in their tables.
 func (h *harness) rewind() {
 	h.t.Helper()
-	for group, topics := range map[string][]string{
-		string(topology.OrdersGroup):    {string(topology.OrdersSubmitted), string(topology.InventoryResults)},
-		string(topology.InventoryGroup): {string(topology.InventoryCommands)},
-	} {
+	for group, topics := range topology.GroupInputs() {
 		start, err := h.adm.ListStartOffsets(h.t.Context(), topics...)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		if err := h.adm.CommitAllOffsets(h.t.Context(), group, start.Offsets()); err != nil {
+		if err := h.adm.CommitAllOffsets(h.t.Context(), string(group), start.Offsets()); err != nil {
 			h.t.Fatalf("rewind %s: %v", group, err)
 		}
 	}
@@ -364,15 +347,12 @@ func (h *harness) rewind() {
 // lag is the total lag of both groups on their inputs.
 func (h *harness) lag() (int64, error) {
 	var total int64
-	for group, topics := range map[string][]string{
-		string(topology.OrdersGroup):    {string(topology.OrdersSubmitted), string(topology.InventoryResults)},
-		string(topology.InventoryGroup): {string(topology.InventoryCommands)},
-	} {
+	for group, topics := range topology.GroupInputs() {
 		end, err := h.adm.ListEndOffsets(h.t.Context(), topics...)
 		if err != nil {
 			return 0, err
 		}
-		committed, err := h.adm.FetchOffsets(h.t.Context(), group)
+		committed, err := h.adm.FetchOffsets(h.t.Context(), string(group))
 		if err != nil {
 			return 0, err
 		}
@@ -422,7 +402,7 @@ func TestReplayDoesNotDoubleApply(t *testing.T) {
 			h.waitFinal(ids...)
 			h.checkConservation(ids, skus, initial)
 			before := h.snapshot(ids, skus)
-			h.waitFor("inputs committed", 30*time.Second, func() error {
+			await.Until(h.t, "inputs committed", 30*time.Second, func() error {
 				if l, err := h.lag(); err != nil || l != 0 {
 					return fmt.Errorf("lag %d, %v", l, err)
 				}
@@ -439,7 +419,7 @@ func TestReplayDoesNotDoubleApply(t *testing.T) {
 			}
 			reg := prometheus.NewRegistry()
 			h.startRunner(dir, reg)
-			h.waitFor("replay consumed", 60*time.Second, func() error {
+			await.Until(h.t, "replay consumed", 60*time.Second, func() error {
 				if l, err := h.lag(); err != nil || l != 0 {
 					return fmt.Errorf("lag %d, %v", l, err)
 				}
@@ -595,7 +575,7 @@ func TestDuplicatesAndStaleCommands(t *testing.T) {
 	if n < 3*len(ids) {
 		t.Fatalf("re-sent %d records, want at least %d", n, 3*len(ids))
 	}
-	h.waitFor("duplicates consumed", 60*time.Second, func() error {
+	await.Until(h.t, "duplicates consumed", 60*time.Second, func() error {
 		if l, err := h.lag(); err != nil || l != 0 {
 			return fmt.Errorf("lag %d, %v", l, err)
 		}

@@ -55,3 +55,14 @@ func CheckCopartitioning(partitions map[string]int32, graphs ...*goka.GroupGraph
 	}
 	return nil
 }
+
+// GroupInputs maps each group to the topics it consumes, as its graph
+// declares them: what a replay rewinds and what consumer lag counts.
+func GroupInputs() map[goka.Group][]string {
+	noop := func(goka.Context, any) {}
+	out := map[goka.Group][]string{}
+	for _, g := range []*goka.GroupGraph{OrdersGraph(noop, noop), InventoryGraph(noop)} {
+		out[g.Group()] = g.InputStreams().Topics()
+	}
+	return out
+}

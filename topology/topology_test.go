@@ -166,3 +166,14 @@ func TestPartitionerAgreement(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupInputs(t *testing.T) {
+	got := topology.GroupInputs()
+	want := map[goka.Group][]string{
+		topology.OrdersGroup:    {string(topology.OrdersSubmitted), string(topology.InventoryResults)},
+		topology.InventoryGroup: {string(topology.InventoryCommands)},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("GroupInputs() = %v, want %v", got, want)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -135,22 +136,6 @@ type order struct {
 	Items      []line `json:"items"`
 }
 
-// waitFor polls cond until it returns nil or d passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestOrdersEndToEnd is the core acceptance scenario: 2,000 concurrent orders
 // over 20 SKUs with scarce stock, through HTTP, the processors and the sink.
 func TestOrdersEndToEnd(t *testing.T) {
@@ -161,7 +146,7 @@ func TestOrdersEndToEnd(t *testing.T) {
 			t.Fatalf("set stock: %d %v", code, body)
 		}
 	}
-	waitFor(t, "stock visible", 30*time.Second, func() error {
+	await.Until(t, "stock visible", 30*time.Second, func() error {
 		for i := range skus {
 			code, body := s.do("GET", fmt.Sprintf("/v1/inventory/SKU-%d", i), nil, nil)
 			if code != 200 || body["available"] != float64(initial) {
@@ -248,7 +233,7 @@ func TestOrdersEndToEnd(t *testing.T) {
 		t.Errorf("%d of %d confirmed: the scenario must both confirm and reject", nConfirmed, orders)
 	}
 	apiStock := map[string][2]int64{}
-	waitFor(t, "inventory quiet", 30*time.Second, func() error {
+	await.Until(t, "inventory quiet", 30*time.Second, func() error {
 		for i := range skus {
 			sku := fmt.Sprintf("SKU-%d", i)
 			code, body := s.do("GET", "/v1/inventory/"+sku, nil, nil)
@@ -273,7 +258,7 @@ func TestOrdersEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	waitFor(t, "postgres converged", 60*time.Second, func() error {
+	await.Until(t, "postgres converged", 60*time.Second, func() error {
 		rows, err := conn.Query(t.Context(), "select order_id::text, status from orders")
 		if err != nil {
 			return err
@@ -331,7 +316,7 @@ func TestPostgresDownThenBack(t *testing.T) {
 		ids = append(ids, body["order_id"].(string))
 	}
 	for _, id := range ids {
-		waitFor(t, "order final while postgres is down", 30*time.Second, func() error {
+		await.Until(t, "order final while postgres is down", 30*time.Second, func() error {
 			code, body := s.do("GET", "/v1/orders/"+id+"?wait=2s", nil, nil)
 			if code != 200 || body["status"] != "confirmed" {
 				return fmt.Errorf("%d %v", code, body)
@@ -339,7 +324,7 @@ func TestPostgresDownThenBack(t *testing.T) {
 			return nil
 		})
 	}
-	waitFor(t, "readiness says postgres is degraded", 30*time.Second, func() error {
+	await.Until(t, "readiness says postgres is degraded", 30*time.Second, func() error {
 		code, body := s.do("GET", "/readyz", nil, nil)
 		if code != 200 || body["status"] != "degraded" {
 			return fmt.Errorf("%d %v", code, body)
@@ -354,7 +339,7 @@ func TestPostgresDownThenBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	waitFor(t, "sink caught up", 90*time.Second, func() error {
+	await.Until(t, "sink caught up", 90*time.Second, func() error {
 		var n int
 		if err := conn.QueryRow(t.Context(), "select count(*) from orders where status = 'confirmed' and order_id = any($1::uuid[])", ids).Scan(&n); err != nil {
 			return err
@@ -364,7 +349,7 @@ func TestPostgresDownThenBack(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, "ready again", 30*time.Second, func() error {
+	await.Until(t, "ready again", 30*time.Second, func() error {
 		if code, body := s.do("GET", "/readyz", nil, nil); code != 200 || body["status"] != "ready" {
 			return errors.New("not ready")
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"reflect"
 	"strings"
 	"sync"
@@ -45,7 +46,7 @@ func TestSinkSurvivesPostgresOutage(t *testing.T) {
 	}
 	k.stock(t, "sku-a", stock(1, 100, 0, 0))
 	s := startSink(t, k, pool, Config{WriteTimeout: 2 * time.Second})
-	waitFor(t, waitTimeout, "first records committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "first records committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	k.checkCommittedInDB(t, pool, DefaultGroup)
 	before := k.committed(t, DefaultGroup)
 
@@ -63,7 +64,7 @@ func TestSinkSurvivesPostgresOutage(t *testing.T) {
 			t.Fatalf("committed offsets while postgres is down: got %v, want them unchanged at %v", got, before)
 		}
 	}
-	waitFor(t, waitTimeout, "sink backing off after several failed attempts", func() error {
+	await.Until(t, "sink backing off after several failed attempts", waitTimeout, func() error {
 		stillBefore()
 		if err := s.Health(); err == nil {
 			return errors.New("Health is nil")
@@ -80,7 +81,7 @@ func TestSinkSurvivesPostgresOutage(t *testing.T) {
 	stillBefore()
 
 	resume()
-	waitFor(t, waitTimeout, "every record committed after the outage", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "every record committed after the outage", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	k.checkCommittedInDB(t, pool, DefaultGroup)
 	for _, o := range final {
 		checkOrder(t, pool, o)
@@ -103,12 +104,12 @@ func TestSinkShutdownAbandonsUnwrittenBatch(t *testing.T) {
 	k.orders(t, first)
 	// A backoff far longer than the test: only the context can end the wait.
 	s := startSink(t, k, pool, Config{MinBackoff: time.Hour, MaxBackoff: time.Hour, WriteTimeout: 2 * time.Second})
-	waitFor(t, waitTimeout, "first order committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "first order committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	before := k.committed(t, DefaultGroup)
 
 	resume := haltPostgres(t)
 	k.orders(t, second)
-	waitFor(t, waitTimeout, "a failed attempt", func() error {
+	await.Until(t, "a failed attempt", waitTimeout, func() error {
 		if n := s.Stats().DBErrors; n == 0 {
 			return errors.New("no failed attempt yet")
 		}
@@ -127,7 +128,7 @@ func TestSinkShutdownAbandonsUnwrittenBatch(t *testing.T) {
 
 	resume()
 	startSink(t, k, pool, Config{})
-	waitFor(t, waitTimeout, "the abandoned batch committed by the next sink", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "the abandoned batch committed by the next sink", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	checkOrder(t, pool, first)
 	checkOrder(t, pool, second)
 }

@@ -3,6 +3,7 @@ package pgsink
 import (
 	"context"
 	"fmt"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestSinkWritesRows(t *testing.T) {
 
 	reg := prometheus.NewPedanticRegistry()
 	s := startSink(t, k, pool, Config{Registerer: reg})
-	waitFor(t, waitTimeout, "all offsets committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "all offsets committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 
 	for _, o := range orders {
 		checkOrder(t, pool, o)
@@ -89,7 +90,7 @@ func TestSinkNeverMovesARowBackwards(t *testing.T) {
 	k.orders(t, v5)
 	k.stock(t, "sku-a", stock(5, 50, 0, 5))
 	s := startSink(t, k, pool, Config{})
-	waitFor(t, waitTimeout, "version 5 committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "version 5 committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	before := s.Stats()
 
 	v3 := order(1, 3, topology.StatusPending)
@@ -97,7 +98,7 @@ func TestSinkNeverMovesARowBackwards(t *testing.T) {
 	k.orders(t, v3)
 	k.orders(t, sameVersion)
 	k.stock(t, "sku-a", stock(3, 99, 1, 0))
-	waitFor(t, waitTimeout, "stale versions committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "stale versions committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 
 	checkOrder(t, pool, v5)
 	checkStock(t, pool, "sku-a", stock(5, 50, 0, 5))
@@ -120,14 +121,14 @@ func TestSinkReplayLeavesTablesUnchanged(t *testing.T) {
 		k.stock(t, sku, stock(1, 100, 0, 0), stock(2, 90, 10, 0), stock(3, 90, 0, 10))
 	}
 	first := startSink(t, k, pool, Config{})
-	waitFor(t, waitTimeout, "first group committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "first group committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	if err := first.stop(); err != nil {
 		t.Fatalf("first sink Run: got %v, want nil", err)
 	}
 	want := dump(t, pool)
 
 	replay := startSink(t, k, pool, Config{Group: "replay"})
-	waitFor(t, waitTimeout, "replay group committed", func() error { return k.allCommitted(t, "replay") })
+	await.Until(t, "replay group committed", waitTimeout, func() error { return k.allCommitted(t, "replay") })
 	if got := dump(t, pool); got != want {
 		t.Fatalf("tables after replay:\ngot  %s\nwant %s", got, want)
 	}
@@ -157,7 +158,7 @@ func TestSinkKeepsNewestOfManyVersions(t *testing.T) {
 	k.stock(t, "sku-hot", stocks...)
 
 	s := startSink(t, k, pool, Config{})
-	waitFor(t, waitTimeout, "all offsets committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "all offsets committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	checkOrder(t, pool, order(42, versions, topology.StatusConfirmed))
 	checkItems(t, pool, order(42, versions, topology.StatusConfirmed))
 	checkStock(t, pool, "sku-hot", stock(versions, 1000-(versions-1), versions-1, 0))
@@ -182,7 +183,7 @@ func dlqRecords(t *testing.T, k *kafka, n int) []*kgo.Record {
 	}
 	defer cl.Close()
 	var got []*kgo.Record
-	waitFor(t, waitTimeout, fmt.Sprintf("%d dead letters", n), func() error {
+	await.Until(t, fmt.Sprintf("%d dead letters", n), waitTimeout, func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
 		got = append(got, cl.PollFetches(ctx).Records()...)
@@ -224,7 +225,7 @@ func TestSinkDeadLettersMalformedRecords(t *testing.T) {
 	k.orders(t, later)
 
 	s := startSink(t, k, pool, Config{})
-	waitFor(t, waitTimeout, "all offsets committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "all offsets committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	checkOrder(t, pool, first)
 	checkOrder(t, pool, later)
 
@@ -271,7 +272,7 @@ func TestSinkDeadLettersRowsPostgresRefuses(t *testing.T) {
 	k.stock(t, "sku-\x00", stock(1, 5, 0, 0))
 
 	s := startSink(t, k, pool, Config{})
-	waitFor(t, waitTimeout, "all offsets committed", func() error { return k.allCommitted(t, DefaultGroup) })
+	await.Until(t, "all offsets committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	checkOrder(t, pool, good)
 	checkItems(t, pool, good)
 	checkStock(t, pool, "sku-ok", stock(1, 5, 0, 0))

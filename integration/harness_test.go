@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
@@ -40,7 +41,9 @@ type env struct {
 func runSuite(t *testing.T, kind string, fresh broker) {
 	var passed, failed int
 	for _, sc := range scenarios() {
+		ran := false // t.Run also reports true for a scenario -run filtered out
 		ok := t.Run(sc.name, func(t *testing.T) {
+			ran = true
 			url, err := pg.CreateDatabase(t.Context(), fmt.Sprintf("it_%d", time.Now().UnixNano()))
 			if err != nil {
 				t.Fatal(err)
@@ -51,9 +54,11 @@ func runSuite(t *testing.T, kind string, fresh broker) {
 			}}
 			sc.run(e)
 		})
-		if ok {
+		switch {
+		case !ran:
+		case ok:
 			passed++
-		} else {
+		default:
 			failed++
 		}
 	}
@@ -128,17 +133,27 @@ func newOrder(items ...line) order { return order{CustomerID: "c-1", Currency: "
 // do sends one request to the edge at base and decodes the JSON answer.
 func (e *env) do(base, method, path string, body any, hdr map[string]string) (int, map[string]any) {
 	e.t.Helper()
+	code, out, err := e.tryDo(base, method, path, body, hdr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return code, out
+}
+
+// tryDo is do without t, for goroutines other than the test's: FailNow
+// must only be called from the test's own goroutine.
+func (e *env) tryDo(base, method, path string, body any, hdr map[string]string) (int, map[string]any, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			e.t.Fatal(err)
+			return 0, nil, err
 		}
 		r = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, "http://"+base+path, r)
 	if err != nil {
-		e.t.Fatal(err)
+		return 0, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -148,15 +163,18 @@ func (e *env) do(base, method, path string, body any, hdr map[string]string) (in
 	}
 	resp, err := e.http.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: read body: %w", method, path, err)
+	}
 	var out map[string]any
 	if len(b) > 0 && json.Unmarshal(b, &out) != nil {
-		e.t.Fatalf("%s %s: status %d, body %q is not a JSON object", method, path, resp.StatusCode, b)
+		return 0, nil, fmt.Errorf("%s %s: status %d, body %q is not a JSON object", method, path, resp.StatusCode, b)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, nil
 }
 
 func (e *env) setStock(base string, stock map[string]int) {
@@ -181,6 +199,16 @@ func (e *env) setStock(base string, stock map[string]int) {
 // one must be accepted.
 func (e *env) submit(base string, orders []order) []string {
 	e.t.Helper()
+	ids, err := e.trySubmit(base, orders)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+// trySubmit posts orders, 64 at a time, and returns their ids in order; it
+// does not touch t, so it may run on a goroutine of its own.
+func (e *env) trySubmit(base string, orders []order) ([]string, error) {
 	ids := make([]string, len(orders))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -191,7 +219,11 @@ func (e *env) submit(base string, orders []order) []string {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			code, body := e.do(base, "POST", "/v1/orders", o, nil)
+			code, body, err := e.tryDo(base, "POST", "/v1/orders", o, nil)
+			if err != nil {
+				errs <- fmt.Errorf("order %d: %w", i, err)
+				return
+			}
 			if code != 202 {
 				errs <- fmt.Errorf("order %d: %d %v", i, code, body)
 				return
@@ -201,10 +233,11 @@ func (e *env) submit(base string, orders []order) []string {
 	}
 	wg.Wait()
 	close(errs)
+	var all []error
 	for err := range errs {
-		e.t.Fatal(err)
+		all = append(all, err)
 	}
-	return ids
+	return ids, errors.Join(all...)
 }
 
 // final waits until every order is confirmed or rejected and returns their
@@ -223,7 +256,11 @@ func (e *env) final(base string, ids []string, within time.Duration) map[string]
 			defer wg.Done()
 			defer func() { <-sem }()
 			for time.Now().Before(deadline) {
-				code, body := e.do(base, "GET", "/v1/orders/"+id+"?wait=5s", nil, nil)
+				code, body, err := e.tryDo(base, "GET", "/v1/orders/"+id+"?wait=5s", nil, nil)
+				if err != nil {
+					e.t.Error(err)
+					return
+				}
 				if code == 200 && (body["status"] == "confirmed" || body["status"] == "rejected") {
 					mu.Lock()
 					out[id] = body

@@ -6,15 +6,21 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 )
 
-// pg is shared by every test of the package: one PostgreSQL server, each
-// scenario gets a database of its own.
-var pg *pglocal.Server
+// Shared by every test of the package: one PostgreSQL server (each scenario
+// gets a database of its own) and the orderpipe binary, for scenarios that
+// run roles as separate processes.
+var (
+	pg     *pglocal.Server
+	binary string
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -22,7 +28,19 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	ctx := context.Background()
-	var err error
+	dir, err := os.MkdirTemp("", "orderpipe-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "orderpipe")
+	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/orderpipe")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build orderpipe:", err)
+		return 1
+	}
 	pg, err = pglocal.Start(ctx, pglocal.Config{Logger: logger()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

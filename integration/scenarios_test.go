@@ -20,6 +20,7 @@ func scenarios() []scenario {
 		{"flow", testFlow},
 		{"replay", testReplay},
 		{"idempotency", testIdempotency},
+		{"scale-out", testScaleOut},
 	}
 }
 

@@ -165,29 +165,6 @@ func TestKillResumeKeepsCommittedData(t *testing.T) {
 	}
 }
 
-func TestCreateDatabase(t *testing.T) {
-	t.Parallel()
-	s := startServer(t)
-
-	for _, name := range []string{"orders_test", "Mixed Case-db"} {
-		url, err := s.CreateDatabase(t.Context(), name)
-		if err != nil {
-			t.Fatalf("CreateDatabase(%q): %v", name, err)
-		}
-		conn := connect(t, url)
-		var got string
-		if err := conn.QueryRow(t.Context(), "select current_database()").Scan(&got); err != nil {
-			t.Fatalf("%q: current_database: %v", name, err)
-		}
-		if got != name {
-			t.Errorf("CreateDatabase(%q): connected to %q, want %q", name, got, name)
-		}
-	}
-	if _, err := s.CreateDatabase(t.Context(), "orders_test"); err == nil {
-		t.Error("CreateDatabase of an existing name: got nil error, want failure")
-	}
-}
-
 func TestCloseRemovesDir(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -261,23 +238,6 @@ func TestStartFailsCleanlyOnTakenPort(t *testing.T) {
 	}
 	if len(entries) != 0 {
 		t.Errorf("left behind after failed Start: got %d entries in %s, want 0", len(entries), parent)
-	}
-}
-
-func TestCompareVersions(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want int // sign only
-	}{
-		{"15", "9.6", 1},
-		{"9.6", "15", -1},
-		{"16", "16", 0},
-		{"10", "9", 1},
-	} {
-		got := compareVersions(tc.a, tc.b)
-		if (got > 0) != (tc.want > 0) || (got < 0) != (tc.want < 0) {
-			t.Errorf("compareVersions(%q, %q) = %d, want sign %d", tc.a, tc.b, got, tc.want)
-		}
 	}
 }
 

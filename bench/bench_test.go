@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/bench"
 	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/kafkatest"
 )
 
 func logger() *slog.Logger {
@@ -52,14 +54,60 @@ func postOrders(n, skus int) func(int) bench.Request {
 	}
 }
 
+// brokerKind is a cluster a benchmark runs on; start returns its seed
+// brokers (nil: the in-process one) and registers its cleanup with b.
+type brokerKind struct {
+	name  string
+	start func(b *testing.B) []string
+}
+
+// brokerKinds are the in-process broker and a real Apache Kafka: the one in
+// ORDERPIPE_BENCH_BROKERS when set (e.g. after `make kafka-up`), else one
+// started for the benchmark from the cached jars, else none, saying why.
+func brokerKinds(b *testing.B) []brokerKind {
+	kinds := []brokerKind{{"in-process", func(*testing.B) []string { return nil }}}
+	if seeds := os.Getenv("ORDERPIPE_BENCH_BROKERS"); seeds != "" {
+		return append(kinds, brokerKind{"kafka", func(*testing.B) []string { return strings.Split(seeds, ",") }})
+	}
+	if err := kafkatest.KafkaAvailable(); err != nil {
+		b.Logf("no real-broker run: %v", err)
+		return kinds
+	}
+	return append(kinds, brokerKind{"kafka", func(b *testing.B) []string {
+		k, err := kafkatest.StartKafka(b.Context(), b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			if err := k.Close(); err != nil {
+				b.Error(err)
+			}
+		})
+		return k.Brokers()
+	}})
+}
+
 // BenchmarkEndToEnd offers orders as fast as 64 connections can send them
 // and reports three rates measured in the same run: accepted by the edge
 // (202 after the broker's ack), final in the order table, and stored in
-// Postgres; plus their ratios. Run it with -benchtime=1x: each iteration is a
-// whole scenario.
+// Postgres; plus their ratios. It runs once per broker kind and compares
+// the final rates. Run it with -benchtime=1x: each iteration is a whole
+// scenario.
 func BenchmarkEndToEnd(b *testing.B) {
+	final := map[string]float64{}
+	for _, k := range brokerKinds(b) {
+		b.Run("broker="+k.name, func(b *testing.B) { final[k.name] = endToEnd(b, k.start(b)) })
+	}
+	if in, kafka := final["in-process"], final["kafka"]; in > 0 && kafka > 0 {
+		// A parent benchmark's log is not shown once it has sub-benchmarks.
+		fmt.Printf("BenchmarkEndToEnd: final orders/s: in-process %.0f, Apache Kafka %.0f (%.2f of in-process)\n", in, kafka, kafka/in)
+	}
+}
+
+func endToEnd(b *testing.B, brokers []string) (finalRate float64) {
 	const orders, skus = 20000, 50
-	s, err := bench.StartSystem(b.Context(), logger(), func(c *ingest.Config) { c.MaxInFlight = 20000 })
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger(), Brokers: brokers,
+		Edge: func(c *ingest.Config) { c.MaxInFlight = 20000 }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,16 +132,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		stored := waitRows(b, s, orders)
 		accept := res.Throughput()
-		e2e := orders / final.Sub(start).Seconds()
+		finalRate = orders / final.Sub(start).Seconds()
 		pg := orders / stored.Sub(start).Seconds()
 		b.ReportMetric(accept, "accepted/s")
-		b.ReportMetric(e2e, "final/s")
+		b.ReportMetric(finalRate, "final/s")
 		b.ReportMetric(pg, "stored/s")
-		b.ReportMetric(e2e/accept, "final/accepted")
+		b.ReportMetric(finalRate/accept, "final/accepted")
 		b.ReportMetric(float64(res.Percentile(99).Microseconds())/1000, "accept-p99-ms")
 		b.Logf("edge: %v", res)
-		b.Logf("%d orders: accepted %.0f/s, final %.0f/s (%.2f of accepted), in Postgres %.0f/s", orders, accept, e2e, e2e/accept, pg)
+		b.Logf("%d orders: accepted %.0f/s, final %.0f/s (%.2f of accepted), in Postgres %.0f/s", orders, accept, finalRate, finalRate/accept, pg)
 	}
+	return finalRate
 }
 
 // waitRows waits until Postgres holds at least n orders beyond those there
@@ -128,7 +177,7 @@ func waitRows(b *testing.B, s *bench.System, n int) time.Time {
 // the edge shed (503) instead of queueing.
 func BenchmarkOverload(b *testing.B) {
 	const skus = 5
-	s, err := bench.StartSystem(b.Context(), logger(), nil)
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// System is `orderpipe run` in this process: embedded broker, a throwaway
-// PostgreSQL, every role. Close stops it.
+// System is `orderpipe run` in this process: every role on a throwaway
+// PostgreSQL, with the embedded broker or the given one. Close stops it.
 type System struct {
 	Addr        string
 	PostgresURL string
@@ -27,20 +27,34 @@ type System struct {
 	done        chan error
 }
 
-// StartSystem starts a system and waits until it is ready. edge may adjust
-// the edge's configuration (nil keeps the defaults).
-func StartSystem(ctx context.Context, log *slog.Logger, edge func(*ingest.Config)) (*System, error) {
+// Options shape a System; the zero value runs on the embedded broker with
+// the edge's defaults and no log.
+type Options struct {
+	Log *slog.Logger
+	// Brokers are the seed brokers of a running cluster; empty starts the
+	// in-process one.
+	Brokers []string
+	// Edge, if set, adjusts the edge's configuration.
+	Edge func(*ingest.Config)
+}
+
+// StartSystem starts a system and waits until it is ready.
+func StartSystem(ctx context.Context, o Options) (*System, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	pg, err := pglocal.Start(ctx, pglocal.Config{Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	s := &System{pg: pg, PostgresURL: pg.URL(), done: make(chan error, 1)}
 	ready := make(chan string, 1)
-	cfg := app.Config{PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log,
+	cfg := app.Config{Brokers: o.Brokers, PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log,
 		OnReady: func(addr string) { ready <- addr }}
 	cfg.Ingest.Listen = "127.0.0.1:0"
-	if edge != nil {
-		edge(&cfg.Ingest)
+	if o.Edge != nil {
+		o.Edge(&cfg.Ingest)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop

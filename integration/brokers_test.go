@@ -1,22 +1,40 @@
 package integration_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
+	"github.com/orderpipe/orderpipe/internal/pglocal"
+	"github.com/testcontainers/testcontainers-go"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+	"github.com/testcontainers/testcontainers-go/modules/redpanda"
+)
+
+// Container images of the testcontainers suite; the compose file runs the
+// same Redpanda and Postgres releases.
+const (
+	redpandaImage = "docker.redpanda.com/redpandadata/redpanda:v25.2.10"
+	postgresImage = "postgres:16-alpine"
 )
 
 // TestInProcessBroker runs the suite on franz-go's kfake, limited to the
 // protocol versions Kafka 4.0 speaks.
 func TestInProcessBroker(t *testing.T) {
-	runSuite(t, "in-process kfake", func(t *testing.T) []string {
-		c, err := kafkatest.Start()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c.Brokers()
+	runSuite(t, backend{
+		kind: "in-process kfake",
+		broker: func(t *testing.T) []string {
+			c, err := kafkatest.Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			return c.Brokers()
+		},
+		database: localDatabase,
 	})
 }
 
@@ -30,16 +48,64 @@ func TestKafkaBroker(t *testing.T) {
 		}
 		t.Skipf("skipping the real-broker suite: %v", err)
 	}
-	runSuite(t, "Apache Kafka 4.3.1", func(t *testing.T) []string {
-		k, err := kafkatest.StartKafka(t.Context(), t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := k.Close(); err != nil {
-				t.Error(err)
+	runSuite(t, backend{
+		kind: "Apache Kafka 4.3.1",
+		broker: func(t *testing.T) []string {
+			k, err := kafkatest.StartKafka(t.Context(), t.TempDir())
+			if err != nil {
+				t.Fatal(err)
 			}
-		})
-		return k.Brokers()
+			t.Cleanup(func() {
+				if err := k.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			return k.Brokers()
+		},
+		database: localDatabase,
+	})
+}
+
+// TestRedpandaContainers runs the suite on Redpanda and PostgreSQL in
+// containers (a fresh Redpanda per scenario, one PostgreSQL with a database
+// per scenario). Without a Docker engine it skips, saying so: no machine
+// this project is built on has one, and images cannot be pulled there.
+func TestRedpandaContainers(t *testing.T) {
+	t.Logf("this suite needs a Docker engine: it runs the scenarios on %s and %s", redpandaImage, postgresImage)
+	testcontainers.SkipIfProviderIsNotHealthy(t)
+	pgc, err := tcpostgres.Run(t.Context(), postgresImage,
+		tcpostgres.WithDatabase("orderpipe"), tcpostgres.WithUsername("orderpipe"),
+		tcpostgres.WithPassword("orderpipe"), tcpostgres.BasicWaitStrategies())
+	testcontainers.CleanupContainer(t, pgc)
+	if err != nil {
+		t.Fatalf("start the Postgres container: %v", err)
+	}
+	serverURL, err := pgc.ConnectionString(t.Context(), "sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSuite(t, backend{
+		kind: "Redpanda (testcontainers)",
+		broker: func(t *testing.T) []string {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			rp, err := redpanda.Run(ctx, redpandaImage)
+			testcontainers.CleanupContainer(t, rp)
+			if err != nil {
+				t.Fatalf("start the Redpanda container: %v", err)
+			}
+			seed, err := rp.KafkaSeedBroker(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return []string{seed}
+		},
+		database: func(t *testing.T) string {
+			url, err := pglocal.CreateDatabase(t.Context(), serverURL, fmt.Sprintf("it_%d", time.Now().UnixNano()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return url
+		},
 	})
 }

@@ -17,9 +17,25 @@ import (
 	"github.com/orderpipe/orderpipe/topology"
 )
 
-// broker starts a fresh cluster for one scenario, registers its cleanup
-// with t, and returns its seed brokers.
-type broker func(t *testing.T) []string
+// backend is what a suite runs on. Both functions are called once per
+// scenario and register their cleanup with t.
+type backend struct {
+	// kind names the broker, for the suite's summary.
+	kind string
+	// broker starts a fresh cluster and returns its seed brokers.
+	broker func(t *testing.T) []string
+	// database creates a fresh database and returns its URL.
+	database func(t *testing.T) string
+}
+
+// localDatabase is a fresh database on the package's local PostgreSQL.
+func localDatabase(t *testing.T) string {
+	url, err := pg.CreateDatabase(t.Context(), fmt.Sprintf("it_%d", time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
 
 // scenario is one behaviour checked end to end.
 type scenario struct {
@@ -38,19 +54,15 @@ type env struct {
 
 // runSuite runs every scenario against clusters made by fresh, and says how
 // many ran on which broker.
-func runSuite(t *testing.T, kind string, fresh broker) {
+func runSuite(t *testing.T, b backend) {
 	var passed, failed int
 	for _, sc := range scenarios() {
 		ran := false // t.Run also reports true for a scenario -run filtered out
 		ok := t.Run(sc.name, func(t *testing.T) {
 			ran = true
-			url, err := pg.CreateDatabase(t.Context(), fmt.Sprintf("it_%d", time.Now().UnixNano()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := &env{t: t, kind: kind, brokers: fresh(t), pgURL: url, http: &http.Client{
+			e := &env{t: t, kind: b.kind, brokers: b.broker(t), pgURL: b.database(t), http: &http.Client{
 				Timeout:   30 * time.Second,
-				Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128},
+				Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
 			}}
 			sc.run(e)
 		})
@@ -62,7 +74,7 @@ func runSuite(t *testing.T, kind string, fresh broker) {
 			failed++
 		}
 	}
-	t.Logf("scenario suite on %s: %d passed, %d failed", kind, passed, failed)
+	t.Logf("scenario suite on %s: %d passed, %d failed", b.kind, passed, failed)
 }
 
 // role is one app.Run in this process; stop ends it and checks it returned
@@ -209,9 +221,14 @@ func (e *env) submit(base string, orders []order) []string {
 // trySubmit posts orders, 64 at a time, and returns their ids in order; it
 // does not touch t, so it may run on a goroutine of its own.
 func (e *env) trySubmit(base string, orders []order) ([]string, error) {
+	return e.trySubmitN(base, orders, 64)
+}
+
+// trySubmitN is trySubmit with n requests at a time.
+func (e *env) trySubmitN(base string, orders []order, n int) ([]string, error) {
 	ids := make([]string, len(orders))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, n)
 	errs := make(chan error, len(orders))
 	for i, o := range orders {
 		wg.Add(1)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -25,9 +26,11 @@ type proc struct {
 	exited chan struct{}
 }
 
-// spawn runs `orderpipe process` as a separate process named name (its
-// client id, which is how its group membership is recognised).
-func (e *env) spawn(name string) *proc {
+// spawn runs `orderpipe <command> --brokers ... args...` as a separate
+// process named name (also its client id, which is how its group
+// membership is recognised). The process is stopped with SIGTERM at the end
+// of the test, and its log shown when the test failed.
+func (e *env) spawn(name, command string, args ...string) *proc {
 	e.t.Helper()
 	dir := e.t.TempDir()
 	p := &proc{name: name, log: filepath.Join(dir, "log"), exited: make(chan struct{})}
@@ -35,9 +38,16 @@ func (e *env) spawn(name string) *proc {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p.cmd = exec.Command(binary, "process",
-		"--brokers", strings.Join(e.brokers, ","), "--data-dir", filepath.Join(dir, "data"),
-		"--client-id", name, "--log-level", "info")
+	// migrate talks only to Postgres; the roles that stay up are told
+	// apart in the consumer groups by their client id.
+	switch command {
+	case "migrate":
+	case "topics":
+		args = append(args, "--brokers", strings.Join(e.brokers, ","), "--log-level", "info")
+	default:
+		args = append(args, "--brokers", strings.Join(e.brokers, ","), "--log-level", "info", "--client-id", name)
+	}
+	p.cmd = exec.Command(binary, append([]string{command}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -57,11 +67,57 @@ func (e *env) spawn(name string) *proc {
 			e.t.Errorf("process %s did not stop within 60s of SIGTERM", name)
 		}
 		if e.t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			e.t.Logf("log of %s:\n%s", name, tail(b, 4000))
+			e.t.Logf("log of %s:\n%s", name, tail(p.output(), 4000))
 		}
 	})
 	return p
+}
+
+// spawnRole runs a long-lived role and waits until it says it is ready; it
+// returns the edge address it logged, if any. Roles with table state get a
+// data dir of their own.
+func (e *env) spawnRole(name, command string, args ...string) (*proc, string) {
+	e.t.Helper()
+	if command == "ingest" || command == "process" {
+		args = append(args, "--data-dir", e.t.TempDir())
+	}
+	p := e.spawn(name, command, args...)
+	// internal/app logs this once every component is ready.
+	readyLine := regexp.MustCompile(`msg="orderpipe is ready"(?: listen=(\S+))?`)
+	deadline := time.After(3 * time.Minute)
+	tick := time.NewTicker(await.Poll)
+	defer tick.Stop()
+	for {
+		if m := readyLine.FindSubmatch(p.output()); m != nil {
+			return p, strings.Trim(string(m[1]), `"`)
+		}
+		select {
+		case <-p.exited:
+			e.t.Fatalf("%s exited before ready (%v): %s", name, p.cmd.ProcessState, tail(p.output(), 2000))
+		case <-deadline:
+			e.t.Fatalf("%s not ready within 3 minutes", name)
+		case <-tick.C:
+		}
+	}
+}
+
+// oneShot runs a command that must finish by itself, successfully.
+func (e *env) oneShot(command string, args ...string) {
+	e.t.Helper()
+	p := e.spawn(command, command, args...)
+	select {
+	case <-p.exited:
+	case <-time.After(3 * time.Minute):
+		e.t.Fatalf("orderpipe %s did not finish within 3 minutes", command)
+	}
+	if !p.cmd.ProcessState.Success() {
+		e.t.Fatalf("orderpipe %s: %v: %s", command, p.cmd.ProcessState, tail(p.output(), 2000))
+	}
+}
+
+func (p *proc) output() []byte {
+	b, _ := os.ReadFile(p.log)
+	return b
 }
 
 func tail(b []byte, n int) []byte {
@@ -115,7 +171,8 @@ func (e *env) owners() (map[string][]int32, error) {
 // other and every order still reaches one final state, with stock conserved.
 func testScaleOut(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
-	p1, _ := e.spawn("proc-1"), e.spawn("proc-2")
+	p1, _ := e.spawnRole("proc-1", "process")
+	e.spawnRole("proc-2", "process")
 	var before map[string][]int32
 	await.Until(e.t, "two processes share the partitions", 2*time.Minute, func() error {
 		o, err := e.owners()
@@ -168,5 +225,32 @@ func testScaleOut(e *env) {
 	ids = append(ids, e.submit(edge.addr, orders[600:])...)
 	got := e.final(edge.addr, ids, 3*time.Minute)
 	stock := e.checkConservation(edge.addr, initial, got)
+	e.checkPostgres(got, stock)
+}
+
+// testProcesses: every role as a process of its own, as they are deployed
+// — topics and migrate as one-shot jobs, one edge, two processors, one
+// sink — and 2,000 orders submitted at once, checked from outside through
+// the API and SQL.
+func testProcesses(e *env) {
+	e.oneShot("topics")
+	e.oneShot("topics", "--check")
+	e.oneShot("migrate", "--postgres-url", e.pgURL)
+	_, edge := e.spawnRole("ingest-1", "ingest", "--listen", "127.0.0.1:0")
+	e.spawnRole("process-1", "process")
+	e.spawnRole("process-2", "process")
+	e.spawnRole("sink-1", "sink", "--postgres-url", e.pgURL)
+	initial := stockOf(20, 300)
+	e.setStock(edge, initial)
+	orders := randomOrders(2000, 20, 4)
+	start := time.Now()
+	ids, err := e.trySubmitN(edge, orders, len(orders))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	accepted := time.Since(start)
+	got := e.final(edge, ids, 3*time.Minute)
+	e.t.Logf("%d orders: all accepted in %s, all final in %s", len(ids), accepted.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	stock := e.checkConservation(edge, initial, got)
 	e.checkPostgres(got, stock)
 }

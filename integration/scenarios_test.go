@@ -21,6 +21,7 @@ func scenarios() []scenario {
 		{"replay", testReplay},
 		{"idempotency", testIdempotency},
 		{"scale-out", testScaleOut},
+		{"processes", testProcesses},
 	}
 }
 
@@ -107,6 +108,9 @@ func (e *env) checkPostgres(orders map[string]map[string]any, stock map[string]i
 		}
 		if err := rows.Err(); err != nil {
 			return err
+		}
+		if len(got) != len(orders) {
+			return fmt.Errorf("postgres holds %d orders, the API %d", len(got), len(orders))
 		}
 		for id, o := range orders {
 			if got[id] != o["status"] || totals[id] != int64(o["total_cents"].(float64)) {

@@ -21,10 +21,13 @@ build:
 run: pg-setup build
 	$(BIN) run
 
-## test: the whole suite with the race detector (real Postgres, in-process broker).
+## test: the whole suite with the race detector: real Postgres; the scenario
+## suite on the in-process broker and on a real Apache Kafka (fetched with
+## Maven on first use), verbosely, so it says what ran on which broker.
 test: pg-setup
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v '/integration$$')
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./integration
 
 pg-setup:
 	@scripts/ensure-postgres.sh >/dev/null

@@ -27,6 +27,8 @@ run: pg-setup build
 test: pg-setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v '/integration$$')
+	@if { command -v java && command -v mvn; } >/dev/null || [ "$$CI" = true ]; then \
+		scripts/kafka_test.sh; else echo "skipping scripts/kafka_test.sh: no java or mvn"; fi
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./integration
 
 pg-setup:

@@ -27,6 +27,7 @@
 #   KAFKA_HEAP_OPTS        [-Xmx768m -Xms256m]
 #   KAFKA_START_TIMEOUT    seconds `up` waits for the broker [90]
 #   KAFKA_EXTRA_PROPERTIES lines appended to server.properties (they win)
+#   KAFKA_OWNER_PID        stop the broker when this process is gone (tests)
 #   JAVA_HOME              the JDK to run (17 or newer) [java on PATH]
 #
 # A second broker for a test: KAFKA_HOME_DIR=/tmp/k2 KAFKA_PORT=19092
@@ -49,6 +50,7 @@ KAFKA_HOME_DIR=${KAFKA_HOME_DIR:-$REPO_ROOT/.cache/kafka}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx768m -Xms256m}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 KAFKA_EXTRA_PROPERTIES=${KAFKA_EXTRA_PROPERTIES:-}
+KAFKA_OWNER_PID=${KAFKA_OWNER_PID:-}
 
 log() { printf 'kafka.sh: %s\n' "$*"; }
 die() {
@@ -418,8 +420,25 @@ cmd_up() {
 		</dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
 	pid=$!
 	echo "$pid" >"$PID_FILE"
+	if [[ -n $KAFKA_OWNER_PID ]]; then watch_owner "$KAFKA_OWNER_PID" "$pid"; fi
 	wait_ready "$pid"
 	log "ready in $((SECONDS - start))s: pid $pid, bootstrap 127.0.0.1:$KAFKA_PORT"
+}
+
+# watch_owner stops the broker once the owner process is gone: a test
+# binary that panics or is killed runs no cleanup, and its broker would
+# otherwise outlive it, holding ports and a core. The watchdog is detached
+# like the broker and ends with it.
+watch_owner() {
+	local owner=$1 broker=$2
+	[[ $owner =~ ^[0-9]+$ ]] || die "KAFKA_OWNER_PID must be a pid, not '$owner'"
+	setsid bash -c '
+		while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 2; done
+		kill -0 "$2" 2>/dev/null || exit 0
+		kill -TERM "$2"
+		for _ in $(seq 1 30); do kill -0 "$2" 2>/dev/null || exit 0; sleep 1; done
+		kill -KILL "$2"' kafka-watch "$owner" "$broker" \
+		</dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
 }
 
 # ------------------------------------------------------------------- down

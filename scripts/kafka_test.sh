@@ -47,5 +47,23 @@ check "restart keeps the data (same cluster id)" test "$(cluster_id)" = "$id1"
 check "down --purge" "$KAFKA_SH" down --purge
 check "purge deleted the data" test ! -e "$KAFKA_HOME_DIR/run/data"
 
+# A broker started for a process that then dies without cleaning up (a test
+# binary that panics) stops by itself.
+stopped_within() { # stopped_within SECONDS: the broker is gone in time
+	local i
+	for ((i = 0; i < $1; i++)); do
+		"$KAFKA_SH" status >/dev/null 2>&1 || return 0
+		sleep 1
+	done
+	return 1
+}
+sleep 300 &
+owner=$!
+check "up with an owner" env KAFKA_OWNER_PID=$owner "$KAFKA_SH" up
+kill "$owner"
+wait "$owner" 2>/dev/null || true
+check "the broker stops once its owner is gone" stopped_within 60
+check "down after that is a no-op" "$KAFKA_SH" down --purge
+
 echo "kafka_test: $passed passed, $failed failed"
 ((failed == 0))

@@ -56,6 +56,9 @@ func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
 		"KAFKA_PORT="+strconv.Itoa(port),
 		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
 		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m",
+		// A test binary that panics runs no cleanup: the broker goes
+		// when this process does.
+		"KAFKA_OWNER_PID="+strconv.Itoa(os.Getpid()),
 		// Few partitions for the internal topics: the first group join
 		// creates them, and 50 partitions each cost a second here.
 		"KAFKA_EXTRA_PROPERTIES=offsets.topic.num.partitions=3\ntransaction.state.log.num.partitions=3",

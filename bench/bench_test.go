@@ -73,18 +73,7 @@ func brokerKinds(b *testing.B) []brokerKind {
 		b.Logf("no real-broker run: %v", err)
 		return kinds
 	}
-	return append(kinds, brokerKind{"kafka", func(b *testing.B) []string {
-		k, err := kafkatest.StartKafka(b.Context(), b.TempDir())
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			if err := k.Close(); err != nil {
-				b.Error(err)
-			}
-		})
-		return k.Brokers()
-	}})
+	return append(kinds, brokerKind{"kafka", func(b *testing.B) []string { return kafkatest.KafkaFor(b) }})
 }
 
 // BenchmarkEndToEnd offers orders as fast as 64 connections can send them

@@ -49,19 +49,8 @@ func TestKafkaBroker(t *testing.T) {
 		t.Skipf("skipping the real-broker suite: %v", err)
 	}
 	runSuite(t, backend{
-		kind: "Apache Kafka 4.3.1",
-		broker: func(t *testing.T) []string {
-			k, err := kafkatest.StartKafka(t.Context(), t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := k.Close(); err != nil {
-					t.Error(err)
-				}
-			})
-			return k.Brokers()
-		},
+		kind:     "Apache Kafka 4.3.1",
+		broker:   func(t *testing.T) []string { return kafkatest.KafkaFor(t) },
 		database: localDatabase,
 	})
 }

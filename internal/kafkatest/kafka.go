@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"testing"
 	"time"
 )
 
@@ -120,4 +121,20 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// KafkaFor starts a fresh broker for tb with its data in tb's temporary
+// directory, stops it when tb ends, and returns its seed brokers.
+func KafkaFor(tb testing.TB) []string {
+	tb.Helper()
+	k, err := StartKafka(tb.Context(), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := k.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return k.Brokers()
 }

@@ -24,6 +24,8 @@ type proc struct {
 	log  string
 	// exited is closed once the process has been reaped.
 	exited chan struct{}
+	// killed says the test SIGKILLed it: no clean exit is expected.
+	killed bool
 }
 
 // spawn runs `orderpipe <command> --brokers ... args...` as a separate
@@ -65,6 +67,9 @@ func (e *env) spawn(name, command string, args ...string) *proc {
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 			e.t.Errorf("process %s did not stop within 60s of SIGTERM", name)
+		}
+		if !p.killed && !p.cmd.ProcessState.Success() {
+			e.t.Errorf("process %s: %v, not a clean exit", name, p.cmd.ProcessState)
 		}
 		if e.t.Failed() {
 			e.t.Logf("log of %s:\n%s", name, tail(p.output(), 4000))
@@ -129,6 +134,7 @@ func tail(b []byte, n int) []byte {
 
 // kill sends SIGKILL: no shutdown, no commit, no leaving the group.
 func (p *proc) kill() error {
+	p.killed = true
 	if err := p.cmd.Process.Kill(); err != nil {
 		return err
 	}

@@ -7,11 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/app"
 	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/topology"
@@ -142,34 +142,64 @@ func (p *proc) kill() error {
 	return nil
 }
 
-// owners returns, for the orders group, the partitions of orders.submitted
-// each member (by client id) owns.
-func (e *env) owners() (map[string][]int32, error) {
+// ownership is, per processor group, how many input partitions each
+// member (by client id) owns.
+type ownership map[goka.Group]map[string]int
+
+// owners asks the group coordinator who owns what, for every processor
+// group.
+func (e *env) owners() (ownership, error) {
 	adm, done := e.admin()
 	defer done()
-	groups, err := adm.DescribeGroups(e.t.Context(), string(topology.OrdersGroup))
+	inputs := topology.GroupInputs()
+	names := make([]string, 0, len(inputs))
+	for g := range inputs {
+		names = append(names, string(g))
+	}
+	groups, err := adm.DescribeGroups(e.t.Context(), names...)
 	if err != nil {
 		return nil, err
 	}
-	g := groups[string(topology.OrdersGroup)]
-	if g.Err != nil {
-		return nil, g.Err
-	}
-	out := map[string][]int32{}
-	for _, m := range g.Members {
-		a, ok := m.Assigned.AsConsumer()
+	out := ownership{}
+	for g := range inputs {
+		d, ok := groups[string(g)]
 		if !ok {
-			return nil, fmt.Errorf("member %s: assignment is not a consumer assignment", m.ClientID)
+			return nil, fmt.Errorf("group %s not described", g)
 		}
-		for _, t := range a.Topics {
-			if t.Topic == string(topology.OrdersSubmitted) {
-				ps := append([]int32(nil), t.Partitions...)
-				sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-				out[m.ClientID] = append(out[m.ClientID], ps...)
+		if d.Err != nil {
+			return nil, fmt.Errorf("group %s: %w", g, d.Err)
+		}
+		out[g] = map[string]int{}
+		for _, m := range d.Members {
+			a, ok := m.Assigned.AsConsumer()
+			if !ok {
+				return nil, fmt.Errorf("group %s, member %s: not a consumer assignment", g, m.ClientID)
+			}
+			for _, t := range a.Topics {
+				out[g][m.ClientID] += len(t.Partitions)
 			}
 		}
 	}
 	return out, nil
+}
+
+// sharedBy checks that every group's input partitions, all of them, are
+// spread over exactly the given members, each owning some.
+func (o ownership) sharedBy(members ...string) error {
+	for g, topics := range topology.GroupInputs() {
+		want := len(topics) * int(topology.DefaultConfig().Partitions)
+		total := 0
+		for _, m := range members {
+			if o[g][m] == 0 {
+				return fmt.Errorf("group %s: %s owns nothing (%v)", g, m, o[g])
+			}
+			total += o[g][m]
+		}
+		if len(o[g]) != len(members) || total != want {
+			return fmt.Errorf("group %s: owners %v, want %d partitions over %v", g, o[g], want, members)
+		}
+	}
+	return nil
 }
 
 // testScaleOut: two `orderpipe process` processes share the partitions;
@@ -179,17 +209,14 @@ func testScaleOut(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
 	p1, _ := e.spawnRole("proc-1", "process")
 	e.spawnRole("proc-2", "process")
-	var before map[string][]int32
+	var before ownership
 	await.Until(e.t, "two processes share the partitions", 2*time.Minute, func() error {
 		o, err := e.owners()
 		if err != nil {
 			return err
 		}
-		if len(o["proc-1"]) == 0 || len(o["proc-2"]) == 0 || len(o["proc-1"])+len(o["proc-2"]) != 12 {
-			return fmt.Errorf("owners %v", o)
-		}
 		before = o
-		return nil
+		return o.sharedBy("proc-1", "proc-2")
 	})
 	initial := stockOf(10, 150)
 	e.setStock(edge.addr, initial)
@@ -217,17 +244,16 @@ func testScaleOut(e *env) {
 		e.t.Fatal(r.err)
 	}
 	ids = append(ids, r.ids...)
+	var after ownership
 	await.Until(e.t, "the survivor owns every partition", 2*time.Minute, func() error {
 		o, err := e.owners()
 		if err != nil {
 			return err
 		}
-		if len(o) != 1 || len(o["proc-2"]) != 12 {
-			return fmt.Errorf("owners %v", o)
-		}
-		return nil
+		after = o
+		return o.sharedBy("proc-2")
 	})
-	e.t.Logf("partitions of %s before the kill %v; after: all 12 on proc-2", topology.OrdersSubmitted, before)
+	e.t.Logf("input partitions owned before the kill %v; after %v", before, after)
 	ids = append(ids, e.submit(edge.addr, orders[600:])...)
 	got := e.final(edge.addr, ids, 3*time.Minute)
 	stock := e.checkConservation(edge.addr, initial, got)

@@ -1,12 +1,15 @@
 package bench_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/orderpipe/orderpipe/bench"
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
+	"github.com/valyala/fasthttp"
 )
 
 func logger() *slog.Logger {
@@ -54,26 +58,31 @@ func postOrders(n, skus int) func(int) bench.Request {
 	}
 }
 
-// brokerKind is a cluster a benchmark runs on; start returns its seed
-// brokers (nil: the in-process one) and registers its cleanup with b.
+// brokerKind is a cluster a benchmark runs on, and how orderpipe is tuned
+// for it; start returns its seed brokers (nil: the in-process one) and
+// registers its cleanup with b.
 type brokerKind struct {
-	name  string
-	start func(b *testing.B) []string
+	name      string
+	start     func(b *testing.B) []string
+	fetchWait time.Duration
 }
 
-// brokerKinds are the in-process broker and a real Apache Kafka: the one in
-// ORDERPIPE_BENCH_BROKERS when set (e.g. after `make kafka-up`), else one
-// started for the benchmark from the cached jars, else none, saying why.
+// brokerKinds are the in-process broker and a real Apache Kafka, as is and
+// with --fetch-wait=25ms: the one in ORDERPIPE_BENCH_BROKERS when set (e.g.
+// after `make kafka-up`), else one started for each run from the cached
+// jars, else none, saying why.
 func brokerKinds(b *testing.B) []brokerKind {
-	kinds := []brokerKind{{"in-process", func(*testing.B) []string { return nil }}}
+	kinds := []brokerKind{{name: "in-process", start: func(*testing.B) []string { return nil }}}
+	kafka := func(b *testing.B) []string { return kafkatest.KafkaFor(b) }
 	if seeds := os.Getenv("ORDERPIPE_BENCH_BROKERS"); seeds != "" {
-		return append(kinds, brokerKind{"kafka", func(*testing.B) []string { return strings.Split(seeds, ",") }})
-	}
-	if err := kafkatest.KafkaAvailable(); err != nil {
+		kafka = func(*testing.B) []string { return strings.Split(seeds, ",") }
+	} else if err := kafkatest.KafkaAvailable(); err != nil {
 		b.Logf("no real-broker run: %v", err)
 		return kinds
 	}
-	return append(kinds, brokerKind{"kafka", func(b *testing.B) []string { return kafkatest.KafkaFor(b) }})
+	return append(kinds,
+		brokerKind{name: "kafka", start: kafka},
+		brokerKind{name: "kafka/fetch-wait=25ms", start: kafka, fetchWait: 25 * time.Millisecond})
 }
 
 // BenchmarkEndToEnd offers orders as fast as 64 connections can send them
@@ -85,17 +94,21 @@ func brokerKinds(b *testing.B) []brokerKind {
 func BenchmarkEndToEnd(b *testing.B) {
 	final := map[string]float64{}
 	for _, k := range brokerKinds(b) {
-		b.Run("broker="+k.name, func(b *testing.B) { final[k.name] = endToEnd(b, k.start(b)) })
+		b.Run("broker="+k.name, func(b *testing.B) { final[k.name] = endToEnd(b, k) })
 	}
-	if in, kafka := final["in-process"], final["kafka"]; in > 0 && kafka > 0 {
-		// A parent benchmark's log is not shown once it has sub-benchmarks.
-		fmt.Printf("BenchmarkEndToEnd: final orders/s: in-process %.0f, Apache Kafka %.0f (%.2f of in-process)\n", in, kafka, kafka/in)
+	// A parent benchmark's log is not shown once it has sub-benchmarks.
+	if in := final["in-process"]; in > 0 {
+		for _, k := range []string{"kafka", "kafka/fetch-wait=25ms"} {
+			if f := final[k]; f > 0 {
+				fmt.Printf("BenchmarkEndToEnd: final orders/s: in-process %.0f, %s %.0f (%.2f of in-process)\n", in, k, f, f/in)
+			}
+		}
 	}
 }
 
-func endToEnd(b *testing.B, brokers []string) (finalRate float64) {
+func endToEnd(b *testing.B, k brokerKind) (finalRate float64) {
 	const orders, skus, warmup = 20000, 50, 10000
-	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger(), Brokers: brokers,
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger(), Brokers: k.start(b), FetchWait: k.fetchWait,
 		Edge: func(c *ingest.Config) { c.MaxInFlight = 20000 }})
 	if err != nil {
 		b.Fatal(err)
@@ -212,5 +225,74 @@ func BenchmarkOverload(b *testing.B) {
 		b.ReportMetric(over/calm, "overload/calm")
 		b.ReportMetric(float64(res.Codes[503]+res.Codes[429])/float64(res.Sent), "shed-fraction")
 		b.Logf("calm: %.0f final/s; offered %.0f/s for 10s: %v; finished %.0f/s (%.2f of calm)", calm, rate, res, over, over/calm)
+	}
+}
+
+// BenchmarkLatency measures one order at a time on an otherwise idle
+// system, per broker kind: from the POST to the answer of a GET ?wait that
+// says the order is final. It is the price of batching: the consumers wait
+// for a batch to fill (or for their fetch wait to pass) at every hop.
+func BenchmarkLatency(b *testing.B) {
+	for _, k := range brokerKinds(b) {
+		b.Run("broker="+k.name, func(b *testing.B) { latency(b, k) })
+	}
+}
+
+func latency(b *testing.B, k brokerKind) {
+	const orders, skus = 200, 10
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger(), Brokers: k.start(b), FetchWait: k.fetchWait})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	setStock(b, s, skus, 1_000_000_000)
+	c := &fasthttp.Client{}
+	final := func(i int) (time.Duration, error) {
+		start := time.Now()
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://" + s.Addr + "/v1/orders")
+		req.Header.SetMethod("POST")
+		req.Header.SetContentType("application/json")
+		req.SetBody(orderBody(i, skus))
+		if err := c.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 202 {
+			return 0, fmt.Errorf("POST: %v %d %s", err, resp.StatusCode(), resp.Body())
+		}
+		var accepted struct {
+			ID string `json:"order_id"`
+		}
+		if err := json.Unmarshal(resp.Body(), &accepted); err != nil {
+			return 0, err
+		}
+		for range 10 { // each GET holds up to 2s: bounded at 20s
+			req.Reset()
+			req.SetRequestURI("http://" + s.Addr + "/v1/orders/" + accepted.ID + "?wait=2s")
+			if err := c.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 200 {
+				return 0, fmt.Errorf("GET: %v %d %s", err, resp.StatusCode(), resp.Body())
+			}
+			if !bytes.Contains(resp.Body(), []byte(`"pending"`)) {
+				return time.Since(start), nil
+			}
+		}
+		return 0, fmt.Errorf("order %s not final within 20s", accepted.ID)
+	}
+	for i := range 20 { // warm-up
+		if _, err := final(-1 - i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		lat := make([]time.Duration, orders)
+		for i := range lat {
+			if lat[i], err = final(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+		slices.Sort(lat)
+		p50, p99 := lat[orders/2], lat[orders*99/100]
+		b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+		b.Logf("%d orders one at a time, POST to final: p50 %s, p99 %s, max %s", orders, p50, p99, lat[orders-1])
 	}
 }

@@ -36,6 +36,8 @@ type Options struct {
 	Brokers []string
 	// Edge, if set, adjusts the edge's configuration.
 	Edge func(*ingest.Config)
+	// FetchWait is app.Config.FetchWait.
+	FetchWait time.Duration
 }
 
 // StartSystem starts a system and waits until it is ready.
@@ -50,7 +52,7 @@ func StartSystem(ctx context.Context, o Options) (*System, error) {
 	}
 	s := &System{pg: pg, PostgresURL: pg.URL(), done: make(chan error, 1)}
 	ready := make(chan string, 1)
-	cfg := app.Config{Brokers: o.Brokers, PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log,
+	cfg := app.Config{Brokers: o.Brokers, PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log, FetchWait: o.FetchWait,
 		OnReady: func(addr string) { ready <- addr }}
 	cfg.Ingest.Listen = "127.0.0.1:0"
 	if o.Edge != nil {

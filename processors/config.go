@@ -37,6 +37,14 @@ type Config struct {
 	// FlushFrequency is how long the producer lingers to batch records.
 	// Default 2ms: Goka's 100ms default would add 100ms to every hop of the saga.
 	FlushFrequency time.Duration
+	// FetchWait trades latency for broker load. 0 (the default): the
+	// broker answers a fetch as soon as one record is there, so a hop of
+	// the saga costs a few milliseconds, but under load every consumer
+	// sends many small fetches, and on a real broker that request rate,
+	// not orderpipe, is what runs out of CPU first. Above 0: a fetch waits
+	// up to FetchWait for 256 KiB, which fills at once under load and adds
+	// up to FetchWait to each hop when idle (see the README's figures).
+	FetchWait time.Duration
 	// KafkaVersion is the protocol version Sarama speaks. Default 3.6.0: Kafka 4
 	// refuses requests older than 2.1 (KIP-896), Sarama's default is 2.0.
 	KafkaVersion sarama.KafkaVersion
@@ -108,6 +116,10 @@ func (c Config) SaramaConfig() *sarama.Config {
 	cfg.Consumer.Offsets.AutoCommit.Interval = 250 * time.Millisecond
 	cfg.Consumer.Fetch.Default = 1 << 20
 	cfg.Consumer.MaxWaitTime = 50 * time.Millisecond
+	if c.FetchWait > 0 {
+		cfg.Consumer.MaxWaitTime = c.FetchWait
+		cfg.Consumer.Fetch.Min = 256 << 10
+	}
 	cfg.Metadata.RefreshFrequency = time.Minute
 	return cfg
 }

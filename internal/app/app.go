@@ -52,7 +52,9 @@ type Config struct {
 	Sink     pgsink.Config
 	// ClientID names this process to the brokers. Default "orderpipe".
 	ClientID string
-	Logger   *slog.Logger
+	// FetchWait is processors.Config.FetchWait, for processors and views.
+	FetchWait time.Duration
+	Logger    *slog.Logger
 	// OnReady, if set, is called once every component of the process is
 	// ready, with the edge's address ("" without an edge).
 	OnReady func(edgeAddr string)
@@ -109,7 +111,7 @@ func Run(ctx context.Context, cfg Config, roles Roles) (err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pcfg := processors.Config{
 		Brokers: brokers, DataDir: dataDir, ClientID: cfg.ClientID, Topology: cfg.Topology,
-		Replication: rf, Logger: log.With("component", "goka"),
+		Replication: rf, FetchWait: cfg.FetchWait, Logger: log.With("component", "goka"),
 	}
 
 	core, coreCtx := errgroup.WithContext(context.WithoutCancel(ctx))

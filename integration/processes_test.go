@@ -202,6 +202,22 @@ func (o ownership) sharedBy(members ...string) error {
 	return nil
 }
 
+// awaitOwners waits until every group's partitions are spread over
+// exactly members, and returns the ownership it saw.
+func (e *env) awaitOwners(members ...string) ownership {
+	e.t.Helper()
+	var seen ownership
+	await.Until(e.t, fmt.Sprintf("the partitions shared by %v", members), 2*time.Minute, func() error {
+		o, err := e.owners()
+		if err != nil {
+			return err
+		}
+		seen = o
+		return o.sharedBy(members...)
+	})
+	return seen
+}
+
 // testScaleOut: two `orderpipe process` processes share the partitions;
 // one is killed with SIGKILL while orders flow; its partitions move to the
 // other and every order still reaches one final state, with stock conserved.
@@ -209,15 +225,7 @@ func testScaleOut(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
 	p1, _ := e.spawnRole("proc-1", "process")
 	e.spawnRole("proc-2", "process")
-	var before ownership
-	await.Until(e.t, "two processes share the partitions", 2*time.Minute, func() error {
-		o, err := e.owners()
-		if err != nil {
-			return err
-		}
-		before = o
-		return o.sharedBy("proc-1", "proc-2")
-	})
+	before := e.awaitOwners("proc-1", "proc-2")
 	initial := stockOf(10, 150)
 	e.setStock(edge.addr, initial)
 	orders := randomOrders(900, 10, 3)
@@ -244,15 +252,7 @@ func testScaleOut(e *env) {
 		e.t.Fatal(r.err)
 	}
 	ids = append(ids, r.ids...)
-	var after ownership
-	await.Until(e.t, "the survivor owns every partition", 2*time.Minute, func() error {
-		o, err := e.owners()
-		if err != nil {
-			return err
-		}
-		after = o
-		return o.sharedBy("proc-2")
-	})
+	after := e.awaitOwners("proc-2")
 	e.t.Logf("input partitions owned before the kill %v; after %v", before, after)
 	ids = append(ids, e.submit(edge.addr, orders[600:])...)
 	got := e.final(edge.addr, ids, 3*time.Minute)

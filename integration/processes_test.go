@@ -78,15 +78,20 @@ func (e *env) spawn(name, command string, args ...string) *proc {
 	return p
 }
 
-// spawnRole runs a long-lived role and waits until it says it is ready; it
-// returns the edge address it logged, if any. Roles with table state get a
-// data dir of their own.
-func (e *env) spawnRole(name, command string, args ...string) (*proc, string) {
+// spawnRole runs a long-lived role; roles with table state get a data dir
+// of their own. ready waits until it says it is ready.
+func (e *env) spawnRole(name, command string, args ...string) *proc {
 	e.t.Helper()
 	if command == "ingest" || command == "process" {
 		args = append(args, "--data-dir", e.t.TempDir())
 	}
-	p := e.spawn(name, command, args...)
+	return e.spawn(name, command, args...)
+}
+
+// ready waits until p logs that it is ready and returns the edge address it
+// logged, if any.
+func (p *proc) ready(e *env) string {
+	e.t.Helper()
 	// internal/app logs this once every component is ready.
 	readyLine := regexp.MustCompile(`msg="orderpipe is ready"(?: listen=(\S+))?`)
 	deadline := time.After(3 * time.Minute)
@@ -94,13 +99,13 @@ func (e *env) spawnRole(name, command string, args ...string) (*proc, string) {
 	defer tick.Stop()
 	for {
 		if m := readyLine.FindSubmatch(p.output()); m != nil {
-			return p, strings.Trim(string(m[1]), `"`)
+			return strings.Trim(string(m[1]), `"`)
 		}
 		select {
 		case <-p.exited:
-			e.t.Fatalf("%s exited before ready (%v): %s", name, p.cmd.ProcessState, tail(p.output(), 2000))
+			e.t.Fatalf("%s exited before ready (%v): %s", p.name, p.cmd.ProcessState, tail(p.output(), 2000))
 		case <-deadline:
-			e.t.Fatalf("%s not ready within 3 minutes", name)
+			e.t.Fatalf("%s not ready within 3 minutes", p.name)
 		case <-tick.C:
 		}
 	}
@@ -223,8 +228,9 @@ func (e *env) awaitOwners(members ...string) ownership {
 // other and every order still reaches one final state, with stock conserved.
 func testScaleOut(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
-	p1, _ := e.spawnRole("proc-1", "process")
-	e.spawnRole("proc-2", "process")
+	p1, p2 := e.spawnRole("proc-1", "process"), e.spawnRole("proc-2", "process")
+	p1.ready(e)
+	p2.ready(e)
 	before := e.awaitOwners("proc-1", "proc-2")
 	initial := stockOf(10, 150)
 	e.setStock(edge.addr, initial)
@@ -265,13 +271,22 @@ func testScaleOut(e *env) {
 // sink — and 2,000 orders submitted at once, checked from outside through
 // the API and SQL.
 func testProcesses(e *env) {
+	began := time.Now()
 	e.oneShot("topics")
 	e.oneShot("topics", "--check")
 	e.oneShot("migrate", "--postgres-url", e.pgURL)
-	_, edge := e.spawnRole("ingest-1", "ingest", "--listen", "127.0.0.1:0")
-	e.spawnRole("process-1", "process")
-	e.spawnRole("process-2", "process")
-	e.spawnRole("sink-1", "sink", "--postgres-url", e.pgURL)
+	// Started together, as an orchestrator would.
+	roles := []*proc{
+		e.spawnRole("ingest-1", "ingest", "--listen", "127.0.0.1:0"),
+		e.spawnRole("process-1", "process"),
+		e.spawnRole("process-2", "process"),
+		e.spawnRole("sink-1", "sink", "--postgres-url", e.pgURL),
+	}
+	edge := roles[0].ready(e)
+	for _, r := range roles[1:] {
+		r.ready(e)
+	}
+	e.t.Logf("topics, migrate and 4 roles ready in %s", time.Since(began).Round(time.Millisecond))
 	initial := stockOf(20, 300)
 	e.setStock(edge, initial)
 	orders := randomOrders(2000, 20, 4)
@@ -285,4 +300,5 @@ func testProcesses(e *env) {
 	e.t.Logf("%d orders: all accepted in %s, all final in %s", len(ids), accepted.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	stock := e.checkConservation(edge, initial, got)
 	e.checkPostgres(got, stock)
+	e.t.Logf("API and Postgres checked %s after the start", time.Since(began).Round(time.Millisecond))
 }

@@ -12,14 +12,31 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 	"github.com/testcontainers/testcontainers-go/modules/redpanda"
+	"gopkg.in/yaml.v3"
 )
 
-// Container images of the testcontainers suite; the compose file runs the
-// same Redpanda and Postgres releases.
-const (
-	redpandaImage = "docker.redpanda.com/redpandadata/redpanda:v25.2.10"
-	postgresImage = "postgres:16-alpine"
-)
+// composeImage returns the image docker-compose.yml runs for service, so
+// that the container suite tests the releases the compose stack deploys.
+func composeImage(t *testing.T, service string) string {
+	t.Helper()
+	b, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Services map[string]struct {
+			Image string `yaml:"image"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	img := f.Services[service].Image
+	if img == "" {
+		t.Fatalf("docker-compose.yml: no image for service %s", service)
+	}
+	return img
+}
 
 // TestInProcessBroker runs the suite on franz-go's kfake, limited to the
 // protocol versions Kafka 4.0 speaks.
@@ -60,6 +77,7 @@ func TestKafkaBroker(t *testing.T) {
 // per scenario). Without a Docker engine it skips, saying so: no machine
 // this project is built on has one, and images cannot be pulled there.
 func TestRedpandaContainers(t *testing.T) {
+	redpandaImage, postgresImage := composeImage(t, "redpanda-0"), composeImage(t, "postgres")
 	t.Logf("this suite needs a Docker engine: it runs the scenarios on %s and %s", redpandaImage, postgresImage)
 	testcontainers.SkipIfProviderIsNotHealthy(t)
 	pgc, err := tcpostgres.Run(t.Context(), postgresImage,

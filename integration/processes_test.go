@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -79,10 +80,10 @@ func (e *env) spawn(name, command string, args ...string) *proc {
 }
 
 // spawnRole runs a long-lived role; roles with table state get a data dir
-// of their own. ready waits until it says it is ready.
+// of their own unless args name one. ready waits until it says it is ready.
 func (e *env) spawnRole(name, command string, args ...string) *proc {
 	e.t.Helper()
-	if command == "ingest" || command == "process" {
+	if (command == "ingest" || command == "process") && !slices.Contains(args, "--data-dir") {
 		args = append(args, "--data-dir", e.t.TempDir())
 	}
 	return e.spawn(name, command, args...)
@@ -225,16 +226,20 @@ func (e *env) awaitOwners(members ...string) ownership {
 
 // testScaleOut: two `orderpipe process` processes share the partitions;
 // one is killed with SIGKILL while orders flow; its partitions move to the
-// other and every order still reaches one final state, with stock conserved.
+// other and every order still reaches one final state. Then the killed one
+// restarts on its old data dir and takes its share back. Stock is
+// conserved throughout and Postgres agrees.
 func testScaleOut(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
-	p1, p2 := e.spawnRole("proc-1", "process"), e.spawnRole("proc-2", "process")
+	dir1 := e.t.TempDir()
+	p1, p2 := e.spawnRole("proc-1", "process", "--data-dir", dir1), e.spawnRole("proc-2", "process")
 	p1.ready(e)
 	p2.ready(e)
 	before := e.awaitOwners("proc-1", "proc-2")
-	initial := stockOf(10, 150)
+	// Enough stock that orders after the restart still reserve some.
+	initial := stockOf(10, 500)
 	e.setStock(edge.addr, initial)
-	orders := randomOrders(900, 10, 3)
+	orders := randomOrders(1200, 10, 3)
 	ids := e.submit(edge.addr, orders[:300])
 	// Kill while orders are being submitted and the first ones are still
 	// uncommitted: the survivor must replay them from its predecessor's
@@ -260,8 +265,26 @@ func testScaleOut(e *env) {
 	ids = append(ids, r.ids...)
 	after := e.awaitOwners("proc-2")
 	e.t.Logf("input partitions owned before the kill %v; after %v", before, after)
-	ids = append(ids, e.submit(edge.addr, orders[600:])...)
+	ids = append(ids, e.submit(edge.addr, orders[600:900])...)
+	e.final(edge.addr, ids, 3*time.Minute)
+
+	// The machine comes back: proc-1 restarts on the table state its
+	// SIGKILL left on disk, takes back its share, and the flow goes on.
+	e.spawnRole("proc-1", "process", "--data-dir", dir1).ready(e)
+	e.awaitOwners("proc-1", "proc-2")
+	e.t.Logf("proc-1 restarted on its old data dir and shares the partitions again")
+	ids = append(ids, e.submit(edge.addr, orders[900:])...)
 	got := e.final(edge.addr, ids, 3*time.Minute)
+	confirmed := 0
+	for _, id := range ids[900:] {
+		if got[id]["status"] == "confirmed" {
+			confirmed++
+		}
+	}
+	if confirmed == 0 {
+		e.t.Error("no order after the restart was confirmed: the restarted process reserved nothing")
+	}
+	e.t.Logf("%d of the 300 orders after the restart confirmed; all %d final", confirmed, len(ids))
 	stock := e.checkConservation(edge.addr, initial, got)
 	e.checkPostgres(got, stock)
 }

@@ -211,21 +211,19 @@ func (e *env) setStock(base string, stock map[string]int) {
 // one must be accepted.
 func (e *env) submit(base string, orders []order) []string {
 	e.t.Helper()
-	ids, err := e.trySubmit(base, orders)
+	ids, err := e.trySubmit(base, orders, submitConcurrency)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return ids
 }
 
-// trySubmit posts orders, 64 at a time, and returns their ids in order; it
-// does not touch t, so it may run on a goroutine of its own.
-func (e *env) trySubmit(base string, orders []order) ([]string, error) {
-	return e.trySubmitN(base, orders, 64)
-}
+// submitConcurrency is how many orders submit posts at a time.
+const submitConcurrency = 64
 
-// trySubmitN is trySubmit with n requests at a time.
-func (e *env) trySubmitN(base string, orders []order, n int) ([]string, error) {
+// trySubmit posts orders, n at a time, and returns their ids in order; it
+// does not touch t, so it may run on a goroutine of its own.
+func (e *env) trySubmit(base string, orders []order, n int) ([]string, error) {
 	ids := make([]string, len(orders))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, n)

@@ -250,7 +250,7 @@ func testScaleOut(e *env) {
 	}
 	during := make(chan result, 1)
 	go func() {
-		ids, err := e.trySubmit(edge.addr, orders[300:600])
+		ids, err := e.trySubmit(edge.addr, orders[300:600], submitConcurrency)
 		during <- result{ids, err}
 	}()
 	lag := e.lag()
@@ -314,7 +314,7 @@ func testProcesses(e *env) {
 	e.setStock(edge, initial)
 	orders := randomOrders(2000, 20, 4)
 	start := time.Now()
-	ids, err := e.trySubmitN(edge, orders, len(orders))
+	ids, err := e.trySubmit(edge, orders, len(orders))
 	if err != nil {
 		e.t.Fatal(err)
 	}

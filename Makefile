@@ -49,7 +49,7 @@ bench: pg-setup
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./topology/
+	$(GO) test -run=NONE -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./saga/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeOrder -fuzztime=$(FUZZTIME) ./ingest/
 
 ## up: Redpanda, Console, Postgres and the roles behind HAProxy (needs Docker).

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -125,14 +126,14 @@ func TestAuthentication(t *testing.T) {
 
 	// Orders carry their client, and only that client sees them.
 	subs := h.submitted()
-	var m *topology.OrderSubmitted
+	var m *saga.OrderSubmitted
 	for _, s := range subs {
 		m = s
 	}
 	if m.ClientID != "shop-a" {
 		t.Fatalf("client of the order: got %q, want shop-a", m.ClientID)
 	}
-	h.setOrder(m, topology.StatusConfirmed, 1)
+	h.setOrder(m, saga.StatusConfirmed, 1)
 	path = "/v1/orders/" + m.OrderID.String()
 	if r := h.do("GET", path, "", "", bearer("shop-a")...); r.status != 200 {
 		t.Errorf("owner reads: got %s, want 200", r)

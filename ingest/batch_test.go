@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 func batchResults(t *testing.T, r response) []batchResult {
@@ -94,7 +94,7 @@ func TestBatchIdempotencyKey(t *testing.T) {
 	first := batchResults(t, h.do("POST", "/v1/orders:batch", "application/json", body, "Idempotency-Key", "batch-1"))
 	again := batchResults(t, h.do("POST", "/v1/orders:batch", "application/json", body, "Idempotency-Key", "batch-1"))
 	for i := range first {
-		if want := topology.OrderIDForKey("", "batch-1#"+string(rune('0'+i))).String(); first[i].OrderID != want || again[i] != first[i] {
+		if want := saga.OrderIDForKey("", "batch-1#"+string(rune('0'+i))).String(); first[i].OrderID != want || again[i] != first[i] {
 			t.Errorf("order %d: got %+v then %+v, want %s both times", i, first[i], again[i], want)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/valyala/fasthttp"
 )
 
@@ -21,8 +21,8 @@ import (
 // admission control (at its default) sees orders complete.
 func BenchmarkPostOrder(b *testing.B) {
 	h := newHarness(b, options{})
-	final, _ := topology.NewOrderID()
-	finalState := (&topology.OrderState{Version: 2, OrderID: final, Status: topology.StatusConfirmed}).Encode()
+	final, _ := saga.NewOrderID()
+	finalState := (&saga.OrderState{Version: 2, OrderID: final, Status: saga.StatusConfirmed}).Encode()
 	bodies := make([]string, 512)
 	for i := range bodies {
 		bodies[i] = orderBody(fmt.Sprintf("bench-customer-%d", i), fmt.Sprintf("SKU-%d:%d", i%37, 1+i%5), fmt.Sprintf("SKU-X%d:1", i%11))

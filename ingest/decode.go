@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 // The fixed rules of a request body; the configurable ones are in limits.
@@ -37,7 +37,7 @@ type limits struct {
 type orderInput struct {
 	CustomerID string
 	Currency   string
-	Items      []topology.Item
+	Items      []saga.Item
 }
 
 // fieldErrors collects broken rules: it counts them all and keeps the
@@ -138,13 +138,13 @@ func (s *scanner) order(lim limits) (*orderInput, fieldErrors, error) {
 
 // items reads the lines of an order. A SKU may appear on one line only:
 // the inventory holds one reservation per order and SKU.
-func (s *scanner) items(lim limits, errs *fieldErrors) ([]topology.Item, error) {
+func (s *scanner) items(lim limits, errs *fieldErrors) ([]saga.Item, error) {
 	if s.peek() != '[' {
 		errs.add("items", "must be an array of order lines")
 		return nil, s.skipValue(0)
 	}
 	var (
-		items []topology.Item
+		items []saga.Item
 		skus  map[string]int // the first line of each SKU
 		n     int
 	)
@@ -178,7 +178,7 @@ func (s *scanner) items(lim limits, errs *fieldErrors) ([]topology.Item, error) 
 }
 
 // item reads line i of an order; ok is false if it broke a rule.
-func (s *scanner) item(i int, lim limits, errs *fieldErrors) (it topology.Item, ok bool, err error) {
+func (s *scanner) item(i int, lim limits, errs *fieldErrors) (it saga.Item, ok bool, err error) {
 	if s.peek() != '{' {
 		errs.add(itemField(i, ""), "must be an object")
 		return it, false, s.skipValue(0)
@@ -350,7 +350,7 @@ func truncate(key string) string {
 // orders in flight look like a different request: its version is in the tag.
 func requestHash(in *orderInput) [16]byte {
 	items := slices.Clone(in.Items)
-	slices.SortFunc(items, func(a, b topology.Item) int { return strings.Compare(a.SKU, b.SKU) })
+	slices.SortFunc(items, func(a, b saga.Item) int { return strings.Compare(a.SKU, b.SKU) })
 	b := make([]byte, 0, 64+len(items)*32)
 	b = append(b, "orderpipe.order.v1"...)
 	str := func(v string) {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 // badOrder is a body that breaks a rule: the answer must be a problem of
@@ -200,13 +200,13 @@ func TestDecodeOrderAccepts(t *testing.T) {
 		name, body string
 		want       orderInput
 	}{
-		{"plain", withItem(validItem), orderInput{"c1", "EUR", []topology.Item{{SKU: "A-1", Quantity: 1, UnitPriceCents: 100}}}},
+		{"plain", withItem(validItem), orderInput{"c1", "EUR", []saga.Item{{SKU: "A-1", Quantity: 1, UnitPriceCents: 100}}}},
 		{"keys in any order, whitespace", " \r\n{ \"currency\" : \"USD\",\t\"items\":[{\"unit_price_cents\":0,\"quantity\":10000,\"sku\":\"a.b_c-D9\"}] , \"customer_id\":\"x\" } \n",
-			orderInput{"x", "USD", []topology.Item{{SKU: "a.b_c-D9", Quantity: 10000, UnitPriceCents: 0}}}},
+			orderInput{"x", "USD", []saga.Item{{SKU: "a.b_c-D9", Quantity: 10000, UnitPriceCents: 0}}}},
 		{"escapes", `{"customer_id":"\u00e9\ud83d\ude00 \"q\" \/\\","items":[{"sku":"\u0041","quantity":1,"unit_price_cents":-0}],"currency":"\u0045UR"}`,
-			orderInput{"é😀 \"q\" /\\", "EUR", []topology.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 0}}}},
+			orderInput{"é😀 \"q\" /\\", "EUR", []saga.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 0}}}},
 		{"max price, 128 characters", `{"customer_id":"` + strings.Repeat("ü", 128) + `","items":[{"sku":"` + strings.Repeat("Z", 64) + `","quantity":1,"unit_price_cents":1000000000}],"currency":"JPY"}`,
-			orderInput{strings.Repeat("ü", 128), "JPY", []topology.Item{{SKU: strings.Repeat("Z", 64), Quantity: 1, UnitPriceCents: 1000000000}}}},
+			orderInput{strings.Repeat("ü", 128), "JPY", []saga.Item{{SKU: strings.Repeat("Z", 64), Quantity: 1, UnitPriceCents: 1000000000}}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			in, p := decodeOrder([]byte(c.body), lim)

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -64,10 +64,10 @@ type Deps struct {
 	// MaxInFlight, the edge then answers 503 at once, and the slots come
 	// back with the brokers.
 	Producer *kgo.Client
-	// Orders is the view of the orders table (values *topology.OrderState).
+	// Orders is the view of the orders table (values *saga.OrderState).
 	// Required; its update callback must call Edge.OrderUpdated.
 	Orders View
-	// Stock is the view of the inventory table (values *topology.StockState).
+	// Stock is the view of the inventory table (values *saga.StockState).
 	// Required.
 	Stock View
 	// Registry receives the edge's metrics and is what /metrics serves.
@@ -274,7 +274,7 @@ func (e *Edge) Handler() fasthttp.RequestHandler { return e.handler }
 func (e *Edge) OrderUpdated(key string, value []byte) {
 	e.idem.visible(key)
 	if value != nil {
-		st, err := topology.DecodeOrderState(value)
+		st, err := saga.DecodeOrderState(value)
 		if err != nil {
 			// The order's slot stays taken: better a smaller edge than holds
 			// without a bound. The dead-letter path deals with such records.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -38,7 +39,7 @@ func TestPostOrderAccepted(t *testing.T) {
 	if want := topology.PartitionFor(r.Key, testPartitions); r.Partition != want {
 		t.Errorf("record partition: got %d, want %d (topology.PartitionFor)", r.Partition, want)
 	}
-	m, err := topology.DecodeOrderSubmitted(r.Value)
+	m, err := saga.DecodeOrderSubmitted(r.Value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestPostOrderAccepted(t *testing.T) {
 		t.Errorf("order id: got %s, want %s", m.OrderID, id)
 	case m.CustomerID != "cust-1" || m.Currency != "EUR" || len(m.Items) != 2:
 		t.Errorf("order: got %+v", m)
-	case m.Items[0] != (topology.Item{SKU: "SKU-1", Quantity: 2, UnitPriceCents: 100}):
+	case m.Items[0] != (saga.Item{SKU: "SKU-1", Quantity: 2, UnitPriceCents: 100}):
 		t.Errorf("line 0: got %+v", m.Items[0])
 	case m.RequestHash != requestHash(in):
 		t.Errorf("request hash: got %x, want %x", m.RequestHash, requestHash(in))

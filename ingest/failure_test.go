@@ -3,13 +3,14 @@ package ingest
 import (
 	"crypto/sha256"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -58,7 +59,7 @@ func (panickyView) Get(string) (any, error) { panic("boom") }
 
 func TestPanicGives500(t *testing.T) {
 	h := newHarness(t, options{ordersView: func(v View) View { return panickyView{v} }})
-	id, _ := topology.NewOrderID()
+	id, _ := saga.NewOrderID()
 	for range 3 {
 		r := h.do("GET", "/v1/orders/"+id.String(), "", "")
 		if r.status != 500 || problemOf(t, r).Type != problemTypeBase+"internal" {
@@ -152,7 +153,7 @@ func TestBufferReuse(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	h := newHarness(t, options{cfg: Config{RateLimit: 0.5, RateBurst: 2}})
-	id, _ := topology.NewOrderID()
+	id, _ := saga.NewOrderID()
 	path := "/v1/orders/" + id.String()
 	for i := range 2 {
 		if r := h.do("GET", path, "", ""); r.status != 404 {

@@ -14,7 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 // FuzzDecodeOrder checks that the decoder never panics and never accepts
@@ -194,7 +194,7 @@ func referenceDecode(data []byte, lim limits) (*orderInput, error) {
 				return err
 			}
 			for dec.More() {
-				var it topology.Item
+				var it saga.Item
 				err := object([]string{"sku", "quantity", "unit_price_cents"}, func(key string) error {
 					var err error
 					var v int64
@@ -215,7 +215,7 @@ func referenceDecode(data []byte, lim limits) (*orderInput, error) {
 				if err != nil {
 					return err
 				}
-				if slices.ContainsFunc(in.Items, func(o topology.Item) bool { return o.SKU == it.SKU }) {
+				if slices.ContainsFunc(in.Items, func(o saga.Item) bool { return o.SKU == it.SKU }) {
 					return errors.New("duplicate sku")
 				}
 				in.Items = append(in.Items, it)

@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/processors"
@@ -26,7 +28,7 @@ import (
 
 // The tests run the edge against a real (in-process) Kafka cluster, kfake,
 // with real Goka views of the tables. The orders processor is simulated by
-// writing *topology.OrderState records straight into the orders-table
+// writing *saga.OrderState records straight into the orders-table
 // topic, which is what the view reads.
 
 func testLogger() *slog.Logger {
@@ -300,11 +302,11 @@ func (h *harness) requireNothingProduced(what string) {
 }
 
 // submitted reads orders.submitted and returns its orders by id.
-func (h *harness) submitted() map[string]*topology.OrderSubmitted {
+func (h *harness) submitted() map[string]*saga.OrderSubmitted {
 	h.t.Helper()
-	out := map[string]*topology.OrderSubmitted{}
+	out := map[string]*saga.OrderSubmitted{}
 	for _, r := range h.records(string(topology.OrdersSubmitted)) {
-		m, err := topology.DecodeOrderSubmitted(r.Value)
+		m, err := saga.DecodeOrderSubmitted(r.Value)
 		if err != nil {
 			h.t.Fatalf("decode record at %s/%d@%d: %v", r.Topic, r.Partition, r.Offset, err)
 		}
@@ -332,7 +334,7 @@ func (h *harness) writeTable(table goka.Table, key string, value []byte) {
 
 // setOrder writes the state of the order submitted as m with status and
 // waits until the orders view shows it.
-func (h *harness) setOrder(m *topology.OrderSubmitted, status topology.Status, version uint64) *topology.OrderState {
+func (h *harness) setOrder(m *saga.OrderSubmitted, status saga.Status, version uint64) *saga.OrderState {
 	h.t.Helper()
 	st := stateOf(m, status, version)
 	h.writeTable(topology.OrdersTable(), m.OrderID.String(), st.Encode())
@@ -341,7 +343,7 @@ func (h *harness) setOrder(m *topology.OrderSubmitted, status topology.Status, v
 		if err != nil {
 			return err
 		}
-		if got, ok := v.(*topology.OrderState); !ok || got.Version != version {
+		if got, ok := v.(*saga.OrderState); !ok || got.Version != version {
 			return fmt.Errorf("view holds %v", v)
 		}
 		return nil
@@ -350,17 +352,17 @@ func (h *harness) setOrder(m *topology.OrderSubmitted, status topology.Status, v
 }
 
 // stateOf is the state the orders processor would write for m.
-func stateOf(m *topology.OrderSubmitted, status topology.Status, version uint64) *topology.OrderState {
-	st := &topology.OrderState{
+func stateOf(m *saga.OrderSubmitted, status saga.Status, version uint64) *saga.OrderState {
+	st := &saga.OrderState{
 		Version: version, OrderID: m.OrderID, CustomerID: m.CustomerID, Currency: m.Currency,
 		Status: status, CreatedAt: m.SubmittedAt, UpdatedAt: m.SubmittedAt.Add(time.Duration(version) * time.Millisecond),
 		ClientID: m.ClientID, IdempotencyKey: m.IdempotencyKey, RequestHash: m.RequestHash,
 	}
-	if status == topology.StatusRejected {
+	if status == saga.StatusRejected {
 		st.Reason = "insufficient stock"
 	}
 	for _, it := range m.Items {
-		st.Lines = append(st.Lines, topology.Line{Item: it, Result: topology.LineReserved})
+		st.Lines = append(st.Lines, saga.Line{Item: it, Result: saga.LineReserved})
 	}
 	return st
 }

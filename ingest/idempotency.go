@@ -5,7 +5,7 @@ import "sync"
 // idempotency remembers the requests with an Idempotency-Key that this
 // process is producing, or has had acked while the orders view does not
 // show their order yet. Requests with the same key map to the same order id
-// (topology.OrderIDForKey) and meet here: the first one produces, the
+// (saga.OrderIDForKey) and meet here: the first one produces, the
 // others with the same body wait for its answer and repeat it, and a
 // different body is refused. Once the view shows the order, the view
 // answers instead and the entry goes.

@@ -3,6 +3,7 @@ package ingest
 import (
 	"fmt"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
@@ -40,7 +41,7 @@ func (e *Edge) putStock(ctx *fasthttp.RequestCtx, _ *client, sku string) {
 		writeProblem(ctx, p)
 		return
 	}
-	cmd := topology.InventoryCommand{Kind: topology.CmdSetStock, Available: available}
+	cmd := saga.InventoryCommand{Kind: saga.CmdSetStock, Available: available}
 	rec := &kgo.Record{Topic: string(topology.InventoryCommands), Key: []byte(sku), Value: cmd.Encode()}
 	answer := make(chan error, 1)
 	e.produce(rec, func(err error) { answer <- err }, nil)
@@ -70,7 +71,7 @@ func (e *Edge) getStock(ctx *fasthttp.RequestCtx, _ *client, sku string) {
 		writeProblem(ctx, notReady("the inventory view cannot be read"))
 		return
 	}
-	st, ok := v.(*topology.StockState)
+	st, ok := v.(*saga.StockState)
 	switch {
 	case v == nil || (ok && st == nil):
 		writeProblem(ctx, notFound("there is no stock for SKU "+sku))

@@ -2,10 +2,12 @@ package ingest
 
 import (
 	"encoding/json"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/orderpipe/orderpipe/topology"
 )
@@ -20,13 +22,13 @@ func TestInventory(t *testing.T) {
 	if len(recs) != 1 {
 		t.Fatalf("records on inventory.commands: got %d, want 1", len(recs))
 	}
-	cmd, err := topology.DecodeInventoryCommand(recs[0].Value)
+	cmd, err := saga.DecodeInventoryCommand(recs[0].Value)
 	switch {
 	case err != nil:
 		t.Fatal(err)
 	case string(recs[0].Key) != "SKU-9" || recs[0].Partition != topology.PartitionFor([]byte("SKU-9"), testPartitions):
 		t.Errorf("record key %q partition %d, want SKU-9 in its topology partition", recs[0].Key, recs[0].Partition)
-	case cmd.Kind != topology.CmdSetStock || cmd.Available != 250:
+	case cmd.Kind != saga.CmdSetStock || cmd.Available != 250:
 		t.Errorf("command: got %+v, want SetStock 250", cmd)
 	}
 
@@ -57,7 +59,7 @@ func TestInventory(t *testing.T) {
 	if r := h.do("GET", "/v1/inventory/SKU-9", "", ""); r.status != 404 {
 		t.Errorf("GET before the inventory table has the SKU: got %s, want 404", r)
 	}
-	st := topology.NewStockState()
+	st := saga.NewStockState()
 	st.Version, st.Available, st.Reserved, st.Sold, st.UpdatedAt = 3, 240, 7, 3, time.Now()
 	h.writeTable(topology.InventoryTable(), "SKU-9", st.Encode())
 	await.Until(t, "stock in the view", 10*time.Second, func() error {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/valyala/fasthttp"
 )
 
@@ -103,7 +103,7 @@ type itemJSON struct {
 // reports it final, the time is up or the edge shuts down, then answers
 // with what the view shows.
 func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
-	oid, err := topology.ParseOrderID(param)
+	oid, err := saga.ParseOrderID(param)
 	if err != nil {
 		writeProblem(ctx, invalidRequest("the order id must be a UUID such as 0190c1b2-7a3e-7cc1-9d4e-1f2a3b4c5d6e"))
 		return
@@ -173,7 +173,7 @@ func (e *Edge) waitParam(ctx *fasthttp.RequestCtx) (time.Duration, *problem) {
 // visibleOrder returns order id as client c may see it: nil if it does not
 // exist or, with authentication on, belongs to another client, so that
 // nobody learns which ids exist.
-func (e *Edge) visibleOrder(id string, c *client) (*topology.OrderState, error) {
+func (e *Edge) visibleOrder(id string, c *client) (*saga.OrderState, error) {
 	st, err := e.orderState(id)
 	if err != nil || st == nil {
 		return nil, err
@@ -185,7 +185,7 @@ func (e *Edge) visibleOrder(id string, c *client) (*topology.OrderState, error) 
 }
 
 // orderState reads order id from the orders view; nil if absent.
-func (e *Edge) orderState(id string) (*topology.OrderState, error) {
+func (e *Edge) orderState(id string) (*saga.OrderState, error) {
 	v, err := e.orders.Get(id)
 	if err != nil {
 		return nil, fmt.Errorf("get order %s: %w", id, err)
@@ -193,9 +193,9 @@ func (e *Edge) orderState(id string) (*topology.OrderState, error) {
 	if v == nil {
 		return nil, nil
 	}
-	st, ok := v.(*topology.OrderState)
+	st, ok := v.(*saga.OrderState)
 	if !ok {
-		return nil, fmt.Errorf("get order %s: the view holds %T, want *topology.OrderState", id, v)
+		return nil, fmt.Errorf("get order %s: the view holds %T, want *saga.OrderState", id, v)
 	}
 	return st, nil
 }

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/orderpipe/orderpipe/topology"
 )
@@ -24,7 +26,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("first: got %s replayed %q, want 202 not replayed", first, first.header["Idempotent-Replayed"])
 	}
 	id := field(t, first.body, "order_id")
-	if want := topology.OrderIDForKey("", "key-1").String(); id != want {
+	if want := saga.OrderIDForKey("", "key-1").String(); id != want {
 		t.Fatalf("order id: got %s, want OrderIDForKey = %s", id, want)
 	}
 
@@ -42,7 +44,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if len(subs) != 1 {
 		t.Fatalf("records: got %d, want 1", len(subs))
 	}
-	h.setOrder(subs[id], topology.StatusPending, 1)
+	h.setOrder(subs[id], saga.StatusPending, 1)
 	await.Until(t, "idempotency entry gone", 5*time.Second, func() error {
 		if n := h.edge.idem.size(); n != 0 {
 			return fmt.Errorf("%d entries", n)
@@ -124,7 +126,7 @@ func TestGetOrder(t *testing.T) {
 		}
 	}
 
-	st := h.setOrder(m, topology.StatusPending, 1)
+	st := h.setOrder(m, saga.StatusPending, 1)
 	got := getOrderJSON(t, h, "/v1/orders/"+id)
 	want := orderJSON{
 		OrderID: id, Status: "pending", CustomerID: "cust-9", Currency: "EUR",
@@ -155,7 +157,7 @@ func TestGetOrder(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	h.writeTable(topology.OrdersTable(), id, stateOf(m, topology.StatusRejected, 2).Encode())
+	h.writeTable(topology.OrdersTable(), id, stateOf(m, saga.StatusRejected, 2).Encode())
 	select {
 	case r := <-done:
 		var o orderJSON
@@ -176,7 +178,7 @@ func TestGetOrder(t *testing.T) {
 	if r := h.do("GET", "/v1/orders/"+id+"?wait=30s", "", ""); r.status != 200 || r.elapsed > 5*time.Second {
 		t.Errorf("?wait on a final order: got %s after %s, want 200 at once", r, r.elapsed)
 	}
-	unknown, _ := topology.NewOrderID()
+	unknown, _ := saga.NewOrderID()
 	if r := h.do("GET", "/v1/orders/"+unknown.String()+"?wait=200ms", "", ""); r.status != 404 || r.elapsed < 200*time.Millisecond {
 		t.Errorf("?wait=200ms on an unknown order: got %s after %s, want 404 after the wait", r, r.elapsed)
 	}
@@ -186,7 +188,7 @@ func TestGetOrderWaitIsCapped(t *testing.T) {
 	h := newHarness(t, options{cfg: Config{MaxWait: 300 * time.Millisecond}})
 	r := h.postOrder(orderBody("c2", "A:1"))
 	id := field(t, r.body, "order_id")
-	h.setOrder(h.submitted()[id], topology.StatusPending, 1)
+	h.setOrder(h.submitted()[id], saga.StatusPending, 1)
 	r = h.do("GET", "/v1/orders/"+id+"?wait=1h", "", "")
 	if r.status != 200 || field(t, r.body, "status") != "pending" || r.elapsed < 300*time.Millisecond || r.elapsed > 10*time.Second {
 		t.Errorf("?wait=1h with MaxWait 300ms: got %s after %s, want 200 pending after about 300ms", r, r.elapsed)
@@ -235,11 +237,11 @@ func TestAdmissionControl(t *testing.T) {
 	}
 	// A pending state does not free a slot; a final one does.
 	subs := h.submitted()
-	h.setOrder(subs[ids[0]], topology.StatusPending, 1)
+	h.setOrder(subs[ids[0]], saga.StatusPending, 1)
 	if r := h.postOrder(orderBody("c4", "A:1")); r.status != 503 {
 		t.Fatalf("after a pending update: got %s, want 503", r)
 	}
-	h.setOrder(subs[ids[0]], topology.StatusConfirmed, 2)
+	h.setOrder(subs[ids[0]], saga.StatusConfirmed, 2)
 	await.Until(t, "slot freed", 5*time.Second, func() error {
 		if n := h.edge.adm.inFlight(); n != 1 {
 			return fmt.Errorf("%d in flight", n)
@@ -277,7 +279,7 @@ func TestReadiness(t *testing.T) {
 	if r := h.do("GET", "/healthz", "", ""); r.status != 200 {
 		t.Errorf("/healthz: got %s, want 200 whatever the views do", r)
 	}
-	id, _ := topology.NewOrderID()
+	id, _ := saga.NewOrderID()
 	for _, path := range []string{"/v1/orders/" + id.String(), "/v1/inventory/A"} {
 		if r := h.do("GET", path, "", ""); r.status != 503 || r.header["Retry-After"] == "" {
 			t.Errorf("GET %s before recovery: got %s, want 503 + Retry-After", path, r)

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -63,7 +64,7 @@ func finishedSubmission(id string, o outcome) *submission {
 // recovered. joined reports that the submission belongs to an earlier
 // request with the same key and body, whose answer this one repeats.
 func (e *Edge) submit(c *client, key string, in *orderInput, now time.Time) (sub *submission, joined bool) {
-	msg := &topology.OrderSubmitted{
+	msg := &saga.OrderSubmitted{
 		CustomerID:     in.CustomerID,
 		Currency:       in.Currency,
 		Items:          in.Items,
@@ -73,7 +74,7 @@ func (e *Edge) submit(c *client, key string, in *orderInput, now time.Time) (sub
 		RequestHash:    requestHash(in),
 	}
 	if key == "" {
-		id, err := topology.NewOrderID()
+		id, err := saga.NewOrderID()
 		if err != nil {
 			e.log.Error("cannot make an order id", "err", err)
 			return finishedSubmission("", outcome{prob: internalError()}), false
@@ -83,7 +84,7 @@ func (e *Edge) submit(c *client, key string, in *orderInput, now time.Time) (sub
 		e.produceOrder(sub, msg, func(bool) {})
 		return sub, false
 	}
-	msg.OrderID = topology.OrderIDForKey(c.id, key)
+	msg.OrderID = saga.OrderIDForKey(c.id, key)
 	id := msg.OrderID.String()
 	sub, owner, prob := e.idem.claim(id, msg.RequestHash)
 	switch {
@@ -120,7 +121,7 @@ func (e *Edge) replay(id string, hash [16]byte) (o outcome, known bool) {
 
 // produceOrder takes an admission slot for msg and produces it. settle is
 // told whether the order was accepted, once sub has its answer.
-func (e *Edge) produceOrder(sub *submission, msg *topology.OrderSubmitted, settle func(accepted bool)) {
+func (e *Edge) produceOrder(sub *submission, msg *saga.OrderSubmitted, settle func(accepted bool)) {
 	skus := make([]string, len(msg.Items))
 	for i, it := range msg.Items {
 		skus[i] = it.SKU

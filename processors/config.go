@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/storage"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 )
@@ -239,12 +240,12 @@ func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc)
 	return v, nil
 }
 
-// NewOrdersView is a view of the orders table; values are *topology.OrderState.
+// NewOrdersView is a view of the orders table; values are *saga.OrderState.
 func (c Config) NewOrdersView(onUpdate UpdateFunc) (*goka.View, error) {
-	return c.NewView(topology.OrdersTable(), topology.OrderStateCodec(), onUpdate)
+	return c.NewView(topology.OrdersTable(), saga.OrderStateCodec(), onUpdate)
 }
 
-// NewInventoryView is a view of the inventory table; values are *topology.StockState.
+// NewInventoryView is a view of the inventory table; values are *saga.StockState.
 func (c Config) NewInventoryView(onUpdate UpdateFunc) (*goka.View, error) {
-	return c.NewView(topology.InventoryTable(), topology.StockStateCodec(), onUpdate)
+	return c.NewView(topology.InventoryTable(), saga.StockStateCodec(), onUpdate)
 }

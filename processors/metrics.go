@@ -1,7 +1,7 @@
 package processors
 
 import (
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,13 +40,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 type ordersMetrics struct{ *metrics }
 
-func (m ordersMetrics) Final(s topology.Status) { m.final.WithLabelValues(s.String()).Inc() }
-func (m ordersMetrics) Replay()                 { m.replays.Inc() }
-func (m ordersMetrics) DeadLetter()             { m.deadLetters.WithLabelValues("orders").Inc() }
+func (m ordersMetrics) Final(s saga.Status) { m.final.WithLabelValues(s.String()).Inc() }
+func (m ordersMetrics) Replay()             { m.replays.Inc() }
+func (m ordersMetrics) DeadLetter()         { m.deadLetters.WithLabelValues("orders").Inc() }
 
 type inventoryMetrics struct{ *metrics }
 
-func (m inventoryMetrics) Command(kind topology.CommandKind, replay bool) {
+func (m inventoryMetrics) Command(kind saga.CommandKind, replay bool) {
 	r := "false"
 	if replay {
 		r = "true"

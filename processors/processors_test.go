@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -12,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
@@ -137,22 +139,22 @@ func (h *harness) produce(topic goka.Stream, key string, value []byte) {
 }
 
 func (h *harness) setStock(sku string, n int64) {
-	h.produce(topology.InventoryCommands, sku, (&topology.InventoryCommand{Kind: topology.CmdSetStock, Available: n}).Encode())
+	h.produce(topology.InventoryCommands, sku, (&saga.InventoryCommand{Kind: saga.CmdSetStock, Available: n}).Encode())
 }
 
-func (h *harness) submit(items ...topology.Item) topology.OrderID {
+func (h *harness) submit(items ...saga.Item) saga.OrderID {
 	h.t.Helper()
-	id, err := topology.NewOrderID()
+	id, err := saga.NewOrderID()
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.produce(topology.OrdersSubmitted, id.String(), (&topology.OrderSubmitted{
+	h.produce(topology.OrdersSubmitted, id.String(), (&saga.OrderSubmitted{
 		OrderID: id, CustomerID: "c1", Currency: "EUR", Items: items, SubmittedAt: time.Now(),
 	}).Encode())
 	return id
 }
 
-func (h *harness) order(id topology.OrderID) *topology.OrderState {
+func (h *harness) order(id saga.OrderID) *saga.OrderState {
 	v, err := h.orders.Get(id.String())
 	if err != nil {
 		h.t.Fatalf("get order %s: %v", id, err)
@@ -160,21 +162,21 @@ func (h *harness) order(id topology.OrderID) *topology.OrderState {
 	if v == nil {
 		return nil
 	}
-	return v.(*topology.OrderState)
+	return v.(*saga.OrderState)
 }
 
-func (h *harness) stockOf(sku string) *topology.StockState {
+func (h *harness) stockOf(sku string) *saga.StockState {
 	v, err := h.stock.Get(sku)
 	if err != nil {
 		h.t.Fatalf("get stock %s: %v", sku, err)
 	}
 	if v == nil {
-		return topology.NewStockState()
+		return saga.NewStockState()
 	}
-	return v.(*topology.StockState)
+	return v.(*saga.StockState)
 }
 
-func (h *harness) waitFinal(ids ...topology.OrderID) {
+func (h *harness) waitFinal(ids ...saga.OrderID) {
 	h.t.Helper()
 	await.Until(h.t, fmt.Sprintf("%d orders final", len(ids)), 60*time.Second, func() error {
 		for _, id := range ids {
@@ -200,8 +202,8 @@ func (h *harness) waitQuiet(skus ...string) {
 	})
 }
 
-func item(sku string, q uint32) topology.Item {
-	return topology.Item{SKU: sku, Quantity: q, UnitPriceCents: 100}
+func item(sku string, q uint32) saga.Item {
+	return saga.Item{SKU: sku, Quantity: q, UnitPriceCents: 100}
 }
 
 func TestSagaConfirmRejectCompensate(t *testing.T) {
@@ -226,9 +228,9 @@ func TestSagaConfirmRejectCompensate(t *testing.T) {
 	h.waitQuiet("A", "B", "NOSUCH")
 
 	for _, c := range []struct {
-		id   topology.OrderID
-		want topology.Status
-	}{{first, topology.StatusConfirmed}, {second, topology.StatusRejected}, {third, topology.StatusConfirmed}, {unknown, topology.StatusRejected}} {
+		id   saga.OrderID
+		want saga.Status
+	}{{first, saga.StatusConfirmed}, {second, saga.StatusRejected}, {third, saga.StatusConfirmed}, {unknown, saga.StatusRejected}} {
 		if got := h.order(c.id).Status; got != c.want {
 			t.Errorf("order %s: status %s, want %s (reason %q)", c.id, got, c.want, h.order(c.id).Reason)
 		}
@@ -262,23 +264,23 @@ func TestConcurrentOrdersConserveStock(t *testing.T) {
 }
 
 // submitRandom produces n orders of 1-3 distinct SKUs asynchronously.
-func (h *harness) submitRandom(n, skus int, rng *rand.Rand) []topology.OrderID {
+func (h *harness) submitRandom(n, skus int, rng *rand.Rand) []saga.OrderID {
 	h.t.Helper()
-	ids := make([]topology.OrderID, n)
+	ids := make([]saga.OrderID, n)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range ids {
-		id, err := topology.NewOrderID()
+		id, err := saga.NewOrderID()
 		if err != nil {
 			h.t.Fatal(err)
 		}
 		ids[i] = id
 		perm := rng.Perm(skus)[:1+rng.IntN(3)]
-		items := make([]topology.Item, len(perm))
+		items := make([]saga.Item, len(perm))
 		for j, s := range perm {
 			items[j] = item(fmt.Sprintf("S%d", s), 1+rng.Uint32N(3))
 		}
-		rec := &kgo.Record{Topic: string(topology.OrdersSubmitted), Key: []byte(id.String()), Value: (&topology.OrderSubmitted{
+		rec := &kgo.Record{Topic: string(topology.OrdersSubmitted), Key: []byte(id.String()), Value: (&saga.OrderSubmitted{
 			OrderID: id, CustomerID: "c", Currency: "EUR", Items: items, SubmittedAt: time.Now(),
 		}).Encode()}
 		wg.Add(1)
@@ -299,7 +301,7 @@ func (h *harness) submitRandom(n, skus int, rng *rand.Rand) []topology.OrderID {
 
 // checkConservation checks, per SKU, initial = available + sold with
 // nothing reserved, and sold = the confirmed orders' quantities.
-func (h *harness) checkConservation(ids []topology.OrderID, skus int, initial int64) {
+func (h *harness) checkConservation(ids []saga.OrderID, skus int, initial int64) {
 	h.t.Helper()
 	names := make([]string, skus)
 	for i := range names {
@@ -310,7 +312,7 @@ func (h *harness) checkConservation(ids []topology.OrderID, skus int, initial in
 	var nConfirmed int
 	for _, id := range ids {
 		o := h.order(id)
-		if o.Status == topology.StatusConfirmed {
+		if o.Status == saga.StatusConfirmed {
 			nConfirmed++
 			for _, l := range o.Lines {
 				confirmed[l.SKU] += int64(l.Quantity)
@@ -369,12 +371,12 @@ func (h *harness) lag() (int64, error) {
 }
 
 type snapshot struct {
-	orders map[topology.OrderID]topology.Status
+	orders map[saga.OrderID]saga.Status
 	stock  map[string][3]int64
 }
 
-func (h *harness) snapshot(ids []topology.OrderID, skus int) snapshot {
-	s := snapshot{orders: map[topology.OrderID]topology.Status{}, stock: map[string][3]int64{}}
+func (h *harness) snapshot(ids []saga.OrderID, skus int) snapshot {
+	s := snapshot{orders: map[saga.OrderID]saga.Status{}, stock: map[string][3]int64{}}
 	for _, id := range ids {
 		s.orders[id] = h.order(id).Status
 	}
@@ -569,8 +571,8 @@ func TestDuplicatesAndStaleCommands(t *testing.T) {
 	n := h.copyTopic(topology.OrdersSubmitted, func([]byte) bool { return true })
 	n += h.copyTopic(topology.InventoryResults, func([]byte) bool { return true })
 	n += h.copyTopic(topology.InventoryCommands, func(v []byte) bool {
-		c, err := topology.DecodeInventoryCommand(v)
-		return err == nil && c.Kind != topology.CmdSetStock // a re-sent SetStock is a new admin decision
+		c, err := saga.DecodeInventoryCommand(v)
+		return err == nil && c.Kind != saga.CmdSetStock // a re-sent SetStock is a new admin decision
 	})
 	if n < 3*len(ids) {
 		t.Fatalf("re-sent %d records, want at least %d", n, 3*len(ids))

@@ -1,6 +1,7 @@
-// Package topology declares every topic, Goka group and table of orderpipe,
-// the payload codecs and the one partitioner that every producer shares.
-// Nobody else spells a topic name.
+// Package topology declares every topic, Goka group and table of orderpipe
+// and the one partitioner that every producer shares; the values that travel
+// on them and their codecs are package saga's. Nobody else spells a topic
+// name.
 //
 // # The flow
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 // OrdersGraph is the orders processor: it reads submissions and reservation
@@ -11,11 +12,11 @@ import (
 // inventory commands and dead letters.
 func OrdersGraph(onSubmitted, onResult goka.ProcessCallback) *goka.GroupGraph {
 	return goka.DefineGroup(OrdersGroup,
-		goka.Input(OrdersSubmitted, RawCodec{}, onSubmitted),
-		goka.Input(InventoryResults, RawCodec{}, onResult),
-		goka.Output(InventoryCommands, InventoryCommandCodec()),
-		goka.Output(DeadLetter, RawCodec{}),
-		goka.Persist(OrderStateCodec()),
+		goka.Input(OrdersSubmitted, saga.RawCodec{}, onSubmitted),
+		goka.Input(InventoryResults, saga.RawCodec{}, onResult),
+		goka.Output(InventoryCommands, saga.InventoryCommandCodec()),
+		goka.Output(DeadLetter, saga.RawCodec{}),
+		goka.Persist(saga.OrderStateCodec()),
 	)
 }
 
@@ -23,10 +24,10 @@ func OrdersGraph(onSubmitted, onResult goka.ProcessCallback) *goka.GroupGraph {
 // keeps stock in its table and emits reservation results and dead letters.
 func InventoryGraph(onCommand goka.ProcessCallback) *goka.GroupGraph {
 	return goka.DefineGroup(InventoryGroup,
-		goka.Input(InventoryCommands, RawCodec{}, onCommand),
-		goka.Output(InventoryResults, ReservationResultCodec()),
-		goka.Output(DeadLetter, RawCodec{}),
-		goka.Persist(StockStateCodec()),
+		goka.Input(InventoryCommands, saga.RawCodec{}, onCommand),
+		goka.Output(InventoryResults, saga.ReservationResultCodec()),
+		goka.Output(DeadLetter, saga.RawCodec{}),
+		goka.Persist(saga.StockStateCodec()),
 	)
 }
 

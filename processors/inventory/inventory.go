@@ -11,13 +11,14 @@ import (
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/processors/dlq"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
 // Metrics are the counters the processor updates; nil fields are skipped.
 type Metrics interface {
 	// Command counts an applied command of kind, or a replayed one.
-	Command(kind topology.CommandKind, replay bool)
+	Command(kind saga.CommandKind, replay bool)
 	// DeadLetter counts a record sent to the dead-letter topic.
 	DeadLetter()
 }
@@ -49,7 +50,7 @@ func (p *Processor) Graph() *goka.GroupGraph { return topology.InventoryGraph(p.
 // OnCommand applies one inventory command to the stock of the key's SKU.
 func (p *Processor) OnCommand(ctx goka.Context, msg any) {
 	raw, _ := msg.([]byte)
-	cmd, err := topology.DecodeInventoryCommand(raw)
+	cmd, err := saga.DecodeInventoryCommand(raw)
 	if err == nil && ctx.Key() == "" {
 		err = errors.New("inventory command without a SKU key")
 	}
@@ -78,11 +79,11 @@ func (p *Processor) OnCommand(ctx goka.Context, msg any) {
 }
 
 // current returns the SKU's state, a fresh one if it has none.
-func (p *Processor) current(ctx goka.Context) *topology.StockState {
+func (p *Processor) current(ctx goka.Context) *saga.StockState {
 	if v := ctx.Value(); v != nil {
-		return v.(*topology.StockState)
+		return v.(*saga.StockState)
 	}
-	return topology.NewStockState()
+	return saga.NewStockState()
 }
 
 // replay handles a command at or below LastOffset: its effect is in the
@@ -92,11 +93,11 @@ func (p *Processor) current(ctx goka.Context) *topology.StockState {
 // refused (refusals leave no hold), or its hold was settled, which happens
 // only after the order is final, when the orders processor ignores answers:
 // either way "insufficient" for this offset is the right answer.
-func (p *Processor) replay(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) {
+func (p *Processor) replay(ctx goka.Context, st *saga.StockState, cmd *saga.InventoryCommand) {
 	if p.metrics != nil {
 		p.metrics.Command(cmd.Kind, true)
 	}
-	if cmd.Kind != topology.CmdReserve {
+	if cmd.Kind != saga.CmdReserve {
 		return
 	}
 	if h, ok := st.Hold(cmd.OrderID); ok && h.Offset == ctx.Offset() {
@@ -107,12 +108,12 @@ func (p *Processor) replay(ctx goka.Context, st *topology.StockState, cmd *topol
 }
 
 // apply changes st for cmd and reports whether it changed.
-func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) bool {
+func (p *Processor) apply(ctx goka.Context, st *saga.StockState, cmd *saga.InventoryCommand) bool {
 	switch cmd.Kind {
-	case topology.CmdSetStock:
+	case saga.CmdSetStock:
 		st.Available = cmd.Available
 		return true
-	case topology.CmdReserve:
+	case saga.CmdReserve:
 		if h, ok := st.Hold(cmd.OrderID); ok {
 			// The orders processor re-sent a Reserve after its own replay:
 			// answer as before, so a line's answer never flips.
@@ -127,22 +128,22 @@ func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topolo
 			p.refuse(ctx, st, cmd)
 			return false
 		}
-		h := topology.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: topology.HoldReserved, Offset: ctx.Offset()}
+		h := saga.Hold{OrderID: cmd.OrderID, Quantity: cmd.Quantity, Outcome: saga.HoldReserved, Offset: ctx.Offset()}
 		st.Available -= int64(cmd.Quantity)
 		st.Reserved += int64(cmd.Quantity)
 		st.PutHold(h)
 		p.answer(ctx, st, h)
 		return true
-	case topology.CmdCommit, topology.CmdRelease:
+	case saga.CmdCommit, saga.CmdRelease:
 		h, ok := st.Hold(cmd.OrderID)
 		if !ok || h.Offset != cmd.HoldOffset {
 			// Nothing to settle, or not the hold the orders processor
 			// recorded (a stray hold is settled by its own Release).
 			return false
 		}
-		if h.Outcome == topology.HoldReserved {
+		if h.Outcome == saga.HoldReserved {
 			st.Reserved -= int64(h.Quantity)
-			if cmd.Kind == topology.CmdCommit {
+			if cmd.Kind == saga.CmdCommit {
 				st.Sold += int64(h.Quantity)
 			} else {
 				st.Available += int64(h.Quantity)
@@ -158,11 +159,11 @@ func (p *Processor) apply(ctx goka.Context, st *topology.StockState, cmd *topolo
 }
 
 // refuse answers a Reserve that this command's offset did not turn into a hold.
-func (p *Processor) refuse(ctx goka.Context, st *topology.StockState, cmd *topology.InventoryCommand) {
-	ctx.Emit(topology.InventoryResults, cmd.OrderID.String(), &topology.ReservationResult{
+func (p *Processor) refuse(ctx goka.Context, st *saga.StockState, cmd *saga.InventoryCommand) {
+	ctx.Emit(topology.InventoryResults, cmd.OrderID.String(), &saga.ReservationResult{
 		OrderID:    cmd.OrderID,
 		SKU:        ctx.Key(),
-		Outcome:    topology.OutcomeInsufficient,
+		Outcome:    saga.OutcomeInsufficient,
 		Quantity:   cmd.Quantity,
 		Available:  st.Available,
 		HoldOffset: ctx.Offset(),
@@ -170,12 +171,12 @@ func (p *Processor) refuse(ctx goka.Context, st *topology.StockState, cmd *topol
 }
 
 // answer emits the result that hold h records, keyed by its order.
-func (p *Processor) answer(ctx goka.Context, st *topology.StockState, h topology.Hold) {
-	outcome := topology.OutcomeReserved
-	if h.Outcome == topology.HoldRefused {
-		outcome = topology.OutcomeInsufficient
+func (p *Processor) answer(ctx goka.Context, st *saga.StockState, h saga.Hold) {
+	outcome := saga.OutcomeReserved
+	if h.Outcome == saga.HoldRefused {
+		outcome = saga.OutcomeInsufficient
 	}
-	ctx.Emit(topology.InventoryResults, h.OrderID.String(), &topology.ReservationResult{
+	ctx.Emit(topology.InventoryResults, h.OrderID.String(), &saga.ReservationResult{
 		OrderID:    h.OrderID,
 		SKU:        ctx.Key(),
 		Outcome:    outcome,

@@ -13,13 +13,14 @@ import (
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/processors/dlq"
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
 // Metrics are the counters the processor updates.
 type Metrics interface {
 	// Final counts an order that reached status s.
-	Final(s topology.Status)
+	Final(s saga.Status)
 	// Replay counts an input for an order that already had its effect.
 	Replay()
 	// DeadLetter counts a record sent to the dead-letter topic.
@@ -68,7 +69,7 @@ func (p *Processor) Graph() *goka.GroupGraph {
 // OnSubmitted starts an order, or replays what a repeated submission needs.
 func (p *Processor) OnSubmitted(ctx goka.Context, msg any) {
 	raw, _ := msg.([]byte)
-	sub, err := topology.DecodeOrderSubmitted(raw)
+	sub, err := saga.DecodeOrderSubmitted(raw)
 	if err == nil && sub.OrderID.String() != ctx.Key() {
 		err = fmt.Errorf("key %q is not the order id %s", ctx.Key(), sub.OrderID)
 	}
@@ -86,27 +87,27 @@ func (p *Processor) OnSubmitted(ctx goka.Context, msg any) {
 		return
 	}
 	now := p.now()
-	st := &topology.OrderState{
+	st := &saga.OrderState{
 		Version:        1,
 		OrderID:        sub.OrderID,
 		CustomerID:     sub.CustomerID,
 		Currency:       sub.Currency,
-		Status:         topology.StatusPending,
+		Status:         saga.StatusPending,
 		CreatedAt:      sub.SubmittedAt,
 		UpdatedAt:      now,
 		ClientID:       sub.ClientID,
 		IdempotencyKey: sub.IdempotencyKey,
 		RequestHash:    sub.RequestHash,
-		Lines:          make([]topology.Line, len(sub.Items)),
+		Lines:          make([]saga.Line, len(sub.Items)),
 	}
 	if st.CreatedAt.IsZero() {
 		st.CreatedAt = now
 	}
 	for i, it := range sub.Items {
-		st.Lines[i] = topology.Line{Item: it}
+		st.Lines[i] = saga.Line{Item: it}
 	}
 	if err := p.validate(sub); err != nil {
-		st.Status, st.Reason = topology.StatusRejected, "invalid order: "+err.Error()
+		st.Status, st.Reason = saga.StatusRejected, "invalid order: "+err.Error()
 		ctx.SetValue(st)
 		p.final(st.Status)
 		return
@@ -119,7 +120,7 @@ func (p *Processor) OnSubmitted(ctx goka.Context, msg any) {
 // order once every line has one.
 func (p *Processor) OnResult(ctx goka.Context, msg any) {
 	raw, _ := msg.([]byte)
-	res, err := topology.DecodeReservationResult(raw)
+	res, err := saga.DecodeReservationResult(raw)
 	if err == nil && res.OrderID.String() != ctx.Key() {
 		err = fmt.Errorf("key %q is not the order id %s", ctx.Key(), res.OrderID)
 	}
@@ -143,13 +144,13 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 		return
 	}
 	line := &st.Lines[i]
-	if line.Result != topology.LineAwaiting || st.Status.Final() {
+	if line.Result != saga.LineAwaiting || st.Status.Final() {
 		p.answered(ctx, st, line, res)
 		return
 	}
-	line.Result, line.HoldOffset = topology.LineReserved, res.HoldOffset
-	if res.Outcome == topology.OutcomeInsufficient {
-		line.Result = topology.LineInsufficient
+	line.Result, line.HoldOffset = saga.LineReserved, res.HoldOffset
+	if res.Outcome == saga.OutcomeInsufficient {
+		line.Result = saga.LineInsufficient
 	}
 	st.Version++
 	st.UpdatedAt = p.now()
@@ -157,9 +158,9 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 		ctx.SetValue(st)
 		return
 	}
-	st.Status, st.Reason = topology.StatusConfirmed, ""
+	st.Status, st.Reason = saga.StatusConfirmed, ""
 	if reason := rejection(st, res); reason != "" {
-		st.Status, st.Reason = topology.StatusRejected, reason
+		st.Status, st.Reason = saga.StatusRejected, reason
 	}
 	ctx.SetValue(st)
 	p.final(st.Status)
@@ -173,12 +174,12 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 // different hold is a stray, made by a Reserve that arrived after this line
 // was answered (a zombie instance re-sent it after a rebalance): it is
 // released at once, so it neither leaks stock nor gets committed.
-func (p *Processor) answered(ctx goka.Context, st *topology.OrderState, line *topology.Line, res *topology.ReservationResult) {
+func (p *Processor) answered(ctx goka.Context, st *saga.OrderState, line *saga.Line, res *saga.ReservationResult) {
 	p.replayed()
-	if line.Result == topology.LineAwaiting || line.HoldOffset != res.HoldOffset {
+	if line.Result == saga.LineAwaiting || line.HoldOffset != res.HoldOffset {
 		p.log.Warn("releasing a stray inventory hold", "order_id", ctx.Key(), "sku", res.SKU, "hold_offset", res.HoldOffset, "line_hold_offset", line.HoldOffset)
-		ctx.Emit(topology.InventoryCommands, res.SKU, &topology.InventoryCommand{
-			Kind: topology.CmdRelease, OrderID: st.OrderID, HoldOffset: res.HoldOffset,
+		ctx.Emit(topology.InventoryCommands, res.SKU, &saga.InventoryCommand{
+			Kind: saga.CmdRelease, OrderID: st.OrderID, HoldOffset: res.HoldOffset,
 		})
 		return
 	}
@@ -190,7 +191,7 @@ func (p *Processor) answered(ctx goka.Context, st *topology.OrderState, line *to
 // replay handles an input for an order whose effects may be partly lost:
 // re-send the Reserve of lines still awaiting an answer, or the Commit or
 // Release of a final order. Every one of them is idempotent in the inventory.
-func (p *Processor) replay(ctx goka.Context, st *topology.OrderState) {
+func (p *Processor) replay(ctx goka.Context, st *saga.OrderState) {
 	p.replayed()
 	if st.Status.Final() {
 		p.settle(ctx, st)
@@ -200,11 +201,11 @@ func (p *Processor) replay(ctx goka.Context, st *topology.OrderState) {
 }
 
 // reserveAwaiting emits a Reserve for each line without an answer.
-func (p *Processor) reserveAwaiting(ctx goka.Context, st *topology.OrderState) {
+func (p *Processor) reserveAwaiting(ctx goka.Context, st *saga.OrderState) {
 	for _, l := range st.Lines {
-		if l.Result == topology.LineAwaiting {
-			ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{
-				Kind: topology.CmdReserve, OrderID: st.OrderID, Quantity: l.Quantity,
+		if l.Result == saga.LineAwaiting {
+			ctx.Emit(topology.InventoryCommands, l.SKU, &saga.InventoryCommand{
+				Kind: saga.CmdReserve, OrderID: st.OrderID, Quantity: l.Quantity,
 			})
 		}
 	}
@@ -212,21 +213,21 @@ func (p *Processor) reserveAwaiting(ctx goka.Context, st *topology.OrderState) {
 
 // settle emits what a final order owes the inventory: Commit of every line
 // of a confirmed order, Release of every reserved line of a rejected one.
-func (p *Processor) settle(ctx goka.Context, st *topology.OrderState) {
-	kind := topology.CmdRelease
-	if st.Status == topology.StatusConfirmed {
-		kind = topology.CmdCommit
+func (p *Processor) settle(ctx goka.Context, st *saga.OrderState) {
+	kind := saga.CmdRelease
+	if st.Status == saga.StatusConfirmed {
+		kind = saga.CmdCommit
 	}
 	for _, l := range st.Lines {
-		if l.Result != topology.LineReserved {
+		if l.Result != saga.LineReserved {
 			continue // refused (no hold), or never sent to the inventory
 		}
-		ctx.Emit(topology.InventoryCommands, l.SKU, &topology.InventoryCommand{Kind: kind, OrderID: st.OrderID, HoldOffset: l.HoldOffset})
+		ctx.Emit(topology.InventoryCommands, l.SKU, &saga.InventoryCommand{Kind: kind, OrderID: st.OrderID, HoldOffset: l.HoldOffset})
 	}
 }
 
 // validate re-checks what the edge checks, for records written around it.
-func (p *Processor) validate(sub *topology.OrderSubmitted) error {
+func (p *Processor) validate(sub *saga.OrderSubmitted) error {
 	if len(sub.Items) == 0 {
 		return errors.New("no items")
 	}
@@ -251,14 +252,14 @@ func (p *Processor) validate(sub *topology.OrderSubmitted) error {
 	return nil
 }
 
-func current(ctx goka.Context) *topology.OrderState {
+func current(ctx goka.Context) *saga.OrderState {
 	if v := ctx.Value(); v != nil {
-		return v.(*topology.OrderState)
+		return v.(*saga.OrderState)
 	}
 	return nil
 }
 
-func lineOf(st *topology.OrderState, sku string) int {
+func lineOf(st *saga.OrderState, sku string) int {
 	for i, l := range st.Lines {
 		if l.SKU == sku {
 			return i
@@ -267,9 +268,9 @@ func lineOf(st *topology.OrderState, sku string) int {
 	return -1
 }
 
-func decided(st *topology.OrderState) bool {
+func decided(st *saga.OrderState) bool {
 	for _, l := range st.Lines {
-		if l.Result == topology.LineAwaiting {
+		if l.Result == saga.LineAwaiting {
 			return false
 		}
 	}
@@ -278,10 +279,10 @@ func decided(st *topology.OrderState) bool {
 
 // rejection is the reason a decided order is rejected, "" if it is not.
 // last is the result that decided it, whose Available is the freshest.
-func rejection(st *topology.OrderState, last *topology.ReservationResult) string {
+func rejection(st *saga.OrderState, last *saga.ReservationResult) string {
 	var short []string
 	for _, l := range st.Lines {
-		if l.Result != topology.LineInsufficient {
+		if l.Result != saga.LineInsufficient {
 			continue
 		}
 		s := fmt.Sprintf("%s (requested %d)", l.SKU, l.Quantity)
@@ -296,7 +297,7 @@ func rejection(st *topology.OrderState, last *topology.ReservationResult) string
 	return "insufficient stock: " + strings.Join(short, ", ")
 }
 
-func (p *Processor) final(s topology.Status) {
+func (p *Processor) final(s saga.Status) {
 	if p.metrics != nil {
 		p.metrics.Final(s)
 	}

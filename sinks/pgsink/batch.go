@@ -9,20 +9,21 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
 // orderRow is the newest state of one order in a batch, with the record it
 // came from (for the dead-letter topic, should Postgres refuse it).
 type orderRow struct {
-	state *topology.OrderState
+	state *saga.OrderState
 	rec   *kgo.Record
 }
 
 // stockRow is the newest state of one SKU in a batch.
 type stockRow struct {
 	sku   string
-	state *topology.StockState
+	state *saga.StockState
 	rec   *kgo.Record
 }
 
@@ -47,7 +48,7 @@ type batch struct {
 // the tables never delete a row, and neither does the sink.
 func newBatch(recs []*kgo.Record) *batch {
 	b := &batch{}
-	orders := make(map[topology.OrderID]orderRow)
+	orders := make(map[saga.OrderID]orderRow)
 	stock := make(map[string]stockRow)
 	for _, rec := range recs {
 		if rec.Value == nil {
@@ -92,31 +93,31 @@ func newBatch(recs []*kgo.Record) *batch {
 
 // decodeOrder decodes an orders-table record and refuses what the orders
 // table could never hold.
-func decodeOrder(rec *kgo.Record) (*topology.OrderState, error) {
-	o, err := topology.DecodeOrderState(rec.Value)
+func decodeOrder(rec *kgo.Record) (*saga.OrderState, error) {
+	o, err := saga.DecodeOrderState(rec.Value)
 	if err != nil {
 		return nil, fmt.Errorf("decode order state: %w", err)
 	}
 	if string(rec.Key) != o.OrderID.String() {
-		return nil, fmt.Errorf("decode order state: %w: key %q is not the order id %s", topology.ErrMalformed, rec.Key, o.OrderID)
+		return nil, fmt.Errorf("decode order state: %w: key %q is not the order id %s", saga.ErrMalformed, rec.Key, o.OrderID)
 	}
 	if o.Version > math.MaxInt64 {
-		return nil, fmt.Errorf("decode order state: %w: version %d does not fit a bigint", topology.ErrMalformed, o.Version)
+		return nil, fmt.Errorf("decode order state: %w: version %d does not fit a bigint", saga.ErrMalformed, o.Version)
 	}
 	return o, nil
 }
 
 // decodeStock decodes an inventory-table record, whose key is the SKU.
-func decodeStock(rec *kgo.Record) (*topology.StockState, error) {
-	st, err := topology.DecodeStockState(rec.Value)
+func decodeStock(rec *kgo.Record) (*saga.StockState, error) {
+	st, err := saga.DecodeStockState(rec.Value)
 	if err != nil {
 		return nil, fmt.Errorf("decode stock state: %w", err)
 	}
 	if len(rec.Key) == 0 {
-		return nil, fmt.Errorf("decode stock state: %w: empty key (the SKU)", topology.ErrMalformed)
+		return nil, fmt.Errorf("decode stock state: %w: empty key (the SKU)", saga.ErrMalformed)
 	}
 	if st.Version > math.MaxInt64 {
-		return nil, fmt.Errorf("decode stock state: %w: version %d does not fit a bigint", topology.ErrMalformed, st.Version)
+		return nil, fmt.Errorf("decode stock state: %w: version %d does not fit a bigint", saga.ErrMalformed, st.Version)
 	}
 	return st, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -65,7 +66,7 @@ func BenchmarkSinkBatch(b *testing.B) {
 func benchOrders(first int, version uint64) *batch {
 	recs := make([]*kgo.Record, benchBatch)
 	for i := range recs {
-		o := order(first+i, version, topology.StatusConfirmed)
+		o := order(first+i, version, saga.StatusConfirmed)
 		recs[i] = &kgo.Record{Topic: string(topology.OrdersTable()), Key: []byte(o.OrderID.String()), Value: o.Encode()}
 	}
 	return newBatch(recs)

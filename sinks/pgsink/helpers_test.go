@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -110,7 +111,7 @@ func (k *kafka) produce(t testing.TB, recs ...*kgo.Record) {
 }
 
 // orders writes order states to the orders table changelog.
-func (k *kafka) orders(t testing.TB, states ...*topology.OrderState) {
+func (k *kafka) orders(t testing.TB, states ...*saga.OrderState) {
 	t.Helper()
 	recs := make([]*kgo.Record, len(states))
 	for i, o := range states {
@@ -121,7 +122,7 @@ func (k *kafka) orders(t testing.TB, states ...*topology.OrderState) {
 }
 
 // stock writes the state of sku to the inventory table changelog.
-func (k *kafka) stock(t testing.TB, sku string, states ...*topology.StockState) {
+func (k *kafka) stock(t testing.TB, sku string, states ...*saga.StockState) {
 	t.Helper()
 	recs := make([]*kgo.Record, len(states))
 	for i, s := range states {
@@ -256,10 +257,10 @@ func startSink(t testing.TB, k *kafka, pool *pgxpool.Pool, cfg Config) started {
 var base = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // order returns a test order state: n decides its id, customer and lines.
-func order(n int, version uint64, status topology.Status) *topology.OrderState {
-	o := &topology.OrderState{
+func order(n int, version uint64, status saga.Status) *saga.OrderState {
+	o := &saga.OrderState{
 		Version:    version,
-		OrderID:    topology.OrderIDForKey("pgsink-test", strconv.Itoa(n)),
+		OrderID:    saga.OrderIDForKey("pgsink-test", strconv.Itoa(n)),
 		CustomerID: fmt.Sprintf("customer-%d", n%7),
 		Currency:   "EUR",
 		Status:     status,
@@ -267,20 +268,20 @@ func order(n int, version uint64, status topology.Status) *topology.OrderState {
 		UpdatedAt:  base.Add(time.Duration(n)*time.Second + time.Duration(version)*time.Millisecond),
 	}
 	for i := range 1 + n%3 {
-		o.Lines = append(o.Lines, topology.Line{
-			Item:   topology.Item{SKU: fmt.Sprintf("sku-%d", (n+i)%5), Quantity: uint32(1 + i), UnitPriceCents: int64(100 * (n%4 + 1))},
-			Result: topology.LineReserved,
+		o.Lines = append(o.Lines, saga.Line{
+			Item:   saga.Item{SKU: fmt.Sprintf("sku-%d", (n+i)%5), Quantity: uint32(1 + i), UnitPriceCents: int64(100 * (n%4 + 1))},
+			Result: saga.LineReserved,
 		})
 	}
-	if status == topology.StatusRejected {
+	if status == saga.StatusRejected {
 		o.Reason = "insufficient stock for " + o.Lines[0].SKU
 	}
 	return o
 }
 
 // stock returns a test stock state.
-func stock(version uint64, available, reserved, sold int64) *topology.StockState {
-	s := topology.NewStockState()
+func stock(version uint64, available, reserved, sold int64) *saga.StockState {
+	s := saga.NewStockState()
 	s.Version, s.Available, s.Reserved, s.Sold = version, available, reserved, sold
 	s.UpdatedAt = base.Add(time.Duration(version) * time.Minute)
 	return s

@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 // The tests in this file halt the package's PostgreSQL server, so they are
@@ -40,9 +40,9 @@ func haltPostgres(t *testing.T) (resume func()) {
 // Postgres is back, every row converges and the sink is healthy again.
 func TestSinkSurvivesPostgresOutage(t *testing.T) {
 	pool, k := newDB(t), newKafka(t)
-	var final []*topology.OrderState
+	var final []*saga.OrderState
 	for n := range 10 {
-		k.orders(t, order(n, 1, topology.StatusPending))
+		k.orders(t, order(n, 1, saga.StatusPending))
 	}
 	k.stock(t, "sku-a", stock(1, 100, 0, 0))
 	s := startSink(t, k, pool, Config{WriteTimeout: 2 * time.Second})
@@ -52,7 +52,7 @@ func TestSinkSurvivesPostgresOutage(t *testing.T) {
 
 	resume := haltPostgres(t)
 	for n := range 30 {
-		o := order(n, 2, topology.StatusConfirmed)
+		o := order(n, 2, saga.StatusConfirmed)
 		final = append(final, o)
 		k.orders(t, o)
 	}
@@ -100,7 +100,7 @@ func TestSinkSurvivesPostgresOutage(t *testing.T) {
 // batch, and the next sink of the group writes it.
 func TestSinkShutdownAbandonsUnwrittenBatch(t *testing.T) {
 	pool, k := newDB(t), newKafka(t)
-	first, second := order(1, 1, topology.StatusPending), order(2, 1, topology.StatusPending)
+	first, second := order(1, 1, saga.StatusPending), order(2, 1, saga.StatusPending)
 	k.orders(t, first)
 	// A backoff far longer than the test: only the context can end the wait.
 	s := startSink(t, k, pool, Config{MinBackoff: time.Hour, MaxBackoff: time.Hour, WriteTimeout: 2 * time.Second})

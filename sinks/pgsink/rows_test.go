@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -21,7 +22,7 @@ type orderRowDB struct {
 	CreatedAt, UpdatedAt         time.Time
 }
 
-func readOrder(t *testing.T, pool *pgxpool.Pool, id topology.OrderID) orderRowDB {
+func readOrder(t *testing.T, pool *pgxpool.Pool, id saga.OrderID) orderRowDB {
 	t.Helper()
 	var r orderRowDB
 	err := pool.QueryRow(t.Context(), `SELECT customer_id, status, currency, reason, total_cents, version, created_at, updated_at
@@ -32,7 +33,7 @@ func readOrder(t *testing.T, pool *pgxpool.Pool, id topology.OrderID) orderRowDB
 	return r
 }
 
-func wantOrder(o *topology.OrderState) orderRowDB {
+func wantOrder(o *saga.OrderState) orderRowDB {
 	r := orderRowDB{CustomerID: o.CustomerID, Status: o.Status.String(), Currency: o.Currency,
 		TotalCents: o.TotalCents(), Version: int64(o.Version), CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 	if o.Reason != "" {
@@ -41,7 +42,7 @@ func wantOrder(o *topology.OrderState) orderRowDB {
 	return r
 }
 
-func checkOrder(t *testing.T, pool *pgxpool.Pool, o *topology.OrderState) {
+func checkOrder(t *testing.T, pool *pgxpool.Pool, o *saga.OrderState) {
 	t.Helper()
 	got, want := readOrder(t, pool, o.OrderID), wantOrder(o)
 	same := got.CustomerID == want.CustomerID && got.Status == want.Status && got.Currency == want.Currency &&
@@ -65,7 +66,7 @@ type stockRowDB struct {
 	UpdatedAt                          time.Time
 }
 
-func checkStock(t *testing.T, pool *pgxpool.Pool, sku string, s *topology.StockState) {
+func checkStock(t *testing.T, pool *pgxpool.Pool, sku string, s *saga.StockState) {
 	t.Helper()
 	var got stockRowDB
 	err := pool.QueryRow(t.Context(), "SELECT available, reserved, sold, version, updated_at FROM inventory WHERE sku = $1", sku).
@@ -80,7 +81,7 @@ func checkStock(t *testing.T, pool *pgxpool.Pool, sku string, s *topology.StockS
 	}
 }
 
-func checkItems(t *testing.T, pool *pgxpool.Pool, o *topology.OrderState) {
+func checkItems(t *testing.T, pool *pgxpool.Pool, o *saga.OrderState) {
 	t.Helper()
 	rows, err := pool.Query(t.Context(), "SELECT line_no, sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no", o.OrderID.String())
 	if err != nil {

@@ -3,11 +3,13 @@ package pgsink
 import (
 	"context"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,10 +22,10 @@ import (
 func TestSinkWritesRows(t *testing.T) {
 	t.Parallel()
 	pool, k := newDB(t), newKafka(t)
-	orders := []*topology.OrderState{
-		order(1, 1, topology.StatusPending),
-		order(2, 4, topology.StatusConfirmed),
-		order(3, 5, topology.StatusRejected),
+	orders := []*saga.OrderState{
+		order(1, 1, saga.StatusPending),
+		order(2, 4, saga.StatusConfirmed),
+		order(3, 5, saga.StatusRejected),
 	}
 	k.orders(t, orders...)
 	k.stock(t, "sku-a", stock(2, 10, 2, 3))
@@ -86,15 +88,15 @@ func TestSinkWritesRows(t *testing.T) {
 func TestSinkNeverMovesARowBackwards(t *testing.T) {
 	t.Parallel()
 	pool, k := newDB(t), newKafka(t)
-	v5 := order(1, 5, topology.StatusConfirmed)
+	v5 := order(1, 5, saga.StatusConfirmed)
 	k.orders(t, v5)
 	k.stock(t, "sku-a", stock(5, 50, 0, 5))
 	s := startSink(t, k, pool, Config{})
 	await.Until(t, "version 5 committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 	before := s.Stats()
 
-	v3 := order(1, 3, topology.StatusPending)
-	sameVersion := order(1, 5, topology.StatusRejected)
+	v3 := order(1, 3, saga.StatusPending)
+	sameVersion := order(1, 5, saga.StatusRejected)
 	k.orders(t, v3)
 	k.orders(t, sameVersion)
 	k.stock(t, "sku-a", stock(3, 99, 1, 0))
@@ -114,7 +116,7 @@ func TestSinkReplayLeavesTablesUnchanged(t *testing.T) {
 	t.Parallel()
 	pool, k := newDB(t), newKafka(t)
 	for n := range 60 {
-		k.orders(t, order(n, 1, topology.StatusPending), order(n, 2, []topology.Status{topology.StatusConfirmed, topology.StatusRejected}[n%2]))
+		k.orders(t, order(n, 1, saga.StatusPending), order(n, 2, []saga.Status{saga.StatusConfirmed, saga.StatusRejected}[n%2]))
 	}
 	for i := range 5 {
 		sku := fmt.Sprintf("sku-%d", i)
@@ -145,10 +147,10 @@ func TestSinkKeepsNewestOfManyVersions(t *testing.T) {
 	t.Parallel()
 	pool, k := newDB(t), newKafka(t)
 	const versions = 300
-	var states []*topology.OrderState
-	var stocks []*topology.StockState
+	var states []*saga.OrderState
+	var stocks []*saga.StockState
 	for v := range versions {
-		states = append(states, order(42, uint64(v+1), []topology.Status{topology.StatusPending, topology.StatusConfirmed}[v%2]))
+		states = append(states, order(42, uint64(v+1), []saga.Status{saga.StatusPending, saga.StatusConfirmed}[v%2]))
 		stocks = append(stocks, stock(uint64(v+1), int64(1000-v), int64(v), 0))
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -159,8 +161,8 @@ func TestSinkKeepsNewestOfManyVersions(t *testing.T) {
 
 	s := startSink(t, k, pool, Config{})
 	await.Until(t, "all offsets committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
-	checkOrder(t, pool, order(42, versions, topology.StatusConfirmed))
-	checkItems(t, pool, order(42, versions, topology.StatusConfirmed))
+	checkOrder(t, pool, order(42, versions, saga.StatusConfirmed))
+	checkItems(t, pool, order(42, versions, saga.StatusConfirmed))
 	checkStock(t, pool, "sku-hot", stock(versions, 1000-(versions-1), versions-1, 0))
 	st := s.Stats()
 	t.Logf("stats after %d versions of one order and one SKU: %+v", versions, st)
@@ -212,7 +214,7 @@ func headers(r *kgo.Record) map[string]string {
 func TestSinkDeadLettersMalformedRecords(t *testing.T) {
 	t.Parallel()
 	pool, k := newDB(t), newKafka(t)
-	first, later := order(1, 1, topology.StatusPending), order(2, 1, topology.StatusPending)
+	first, later := order(1, 1, saga.StatusPending), order(2, 1, saga.StatusPending)
 	k.orders(t, first)
 	bad := []*kgo.Record{
 		{Topic: string(topology.OrdersTable()), Key: []byte("not-an-order"), Value: []byte{1, 99, 0}},
@@ -243,8 +245,8 @@ func TestSinkDeadLettersMalformedRecords(t *testing.T) {
 		if string(d.Key) != string(src.Key) || string(d.Value) != string(src.Value) {
 			t.Errorf("dead letter from %s: got key %q value %x, want key %q value %x", origin, d.Key, d.Value, src.Key, src.Value)
 		}
-		if !strings.Contains(h[topology.HeaderDLQReason], topology.ErrMalformed.Error()) {
-			t.Errorf("dead letter from %s: got reason %q, want it to say %q", origin, h[topology.HeaderDLQReason], topology.ErrMalformed)
+		if !strings.Contains(h[topology.HeaderDLQReason], saga.ErrMalformed.Error()) {
+			t.Errorf("dead letter from %s: got reason %q, want it to say %q", origin, h[topology.HeaderDLQReason], saga.ErrMalformed)
 		}
 		delete(byOrigin, origin)
 	}
@@ -262,10 +264,10 @@ func TestSinkDeadLettersMalformedRecords(t *testing.T) {
 func TestSinkDeadLettersRowsPostgresRefuses(t *testing.T) {
 	t.Parallel()
 	pool, k := newDB(t), newKafka(t)
-	good := order(1, 1, topology.StatusConfirmed)
-	nul := order(2, 1, topology.StatusPending)
+	good := order(1, 1, saga.StatusConfirmed)
+	nul := order(2, 1, saga.StatusPending)
 	nul.CustomerID = "nul\x00byte" // valid UTF-8, but text cannot hold it
-	huge := order(3, 1, topology.StatusPending)
+	huge := order(3, 1, saga.StatusPending)
 	huge.Lines[0].Quantity = 3_000_000_000 // above int4
 	k.orders(t, good, nul, huge)
 	k.stock(t, "sku-ok", stock(1, 5, 0, 0))

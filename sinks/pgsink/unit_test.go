@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -129,8 +130,8 @@ func TestNewBatch(t *testing.T) {
 		return &kgo.Record{Topic: topic, Key: []byte(key), Value: value, Offset: offset}
 	}
 	orders, inventory := string(topology.OrdersTable()), string(topology.InventoryTable())
-	a3, a7, a5 := order(1, 3, topology.StatusPending), order(1, 7, topology.StatusConfirmed), order(1, 5, topology.StatusPending)
-	b1 := order(2, 1, topology.StatusPending)
+	a3, a7, a5 := order(1, 3, saga.StatusPending), order(1, 7, saga.StatusConfirmed), order(1, 5, saga.StatusPending)
+	b1 := order(2, 1, saga.StatusPending)
 	recs := []*kgo.Record{
 		rec(orders, a3.OrderID.String(), a3.Encode(), 0),
 		rec(orders, a7.OrderID.String(), a7.Encode(), 1),
@@ -169,7 +170,7 @@ func TestNewBatch(t *testing.T) {
 	var dead []string
 	for _, d := range b.dead {
 		dead = append(dead, fmt.Sprintf("%s/%d", d.rec.Topic, d.rec.Offset))
-		if d.rec.Topic != "elsewhere" && !errors.Is(d.reason, topology.ErrMalformed) {
+		if d.rec.Topic != "elsewhere" && !errors.Is(d.reason, saga.ErrMalformed) {
 			t.Errorf("dead letter %s/%d: got reason %v, want one wrapping ErrMalformed", d.rec.Topic, d.rec.Offset, d.reason)
 		}
 	}

@@ -7,8 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
 // The SQL of the two write paths. Both upsert with the same ON CONFLICT
@@ -71,7 +70,7 @@ func (w *written) add(o written) {
 }
 
 // orderValues are the ordersCols of o.
-func orderValues(o *topology.OrderState) []any {
+func orderValues(o *saga.OrderState) []any {
 	var reason any // NULL when there is none
 	if o.Reason != "" {
 		reason = o.Reason
@@ -81,7 +80,7 @@ func orderValues(o *topology.OrderState) []any {
 }
 
 // itemValues are the itemsCols of every line of o; line_no is the index.
-func itemValues(o *topology.OrderState) [][]any {
+func itemValues(o *saga.OrderState) [][]any {
 	rows := make([][]any, len(o.Lines))
 	for i, l := range o.Lines {
 		rows[i] = []any{[16]byte(o.OrderID), int64(i), l.SKU, int64(l.Quantity), l.UnitPriceCents}
@@ -199,7 +198,7 @@ func writeRows(ctx context.Context, pool *pgxpool.Pool, b *batch) (written, []de
 }
 
 // upsertOrder writes one order and its lines with one statement each.
-func upsertOrder(ctx context.Context, tx pgx.Tx, o *topology.OrderState) (written, error) {
+func upsertOrder(ctx context.Context, tx pgx.Tx, o *saga.OrderState) (written, error) {
 	var w written
 	tag, err := tx.Exec(ctx, ordersOne, orderValues(o)...)
 	if err != nil {

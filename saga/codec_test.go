@@ -1,4 +1,4 @@
-package topology_test
+package saga_test
 
 import (
 	"bytes"
@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderpipe/orderpipe/topology"
+	"github.com/orderpipe/orderpipe/saga"
 )
 
-func id(b byte) topology.OrderID {
-	var o topology.OrderID
+func id(b byte) saga.OrderID {
+	var o saga.OrderID
 	for i := range o {
 		o[i] = b + byte(i)
 	}
@@ -22,47 +22,47 @@ func id(b byte) topology.OrderID {
 
 func TestRoundTrip(t *testing.T) {
 	ts := time.Date(2026, 11, 24, 12, 0, 0, 123000, time.UTC)
-	sub := &topology.OrderSubmitted{
+	sub := &saga.OrderSubmitted{
 		OrderID: id(1), CustomerID: "cust-1", Currency: "EUR", SubmittedAt: ts,
 		ClientID: "shop", IdempotencyKey: "k-1", RequestHash: [16]byte{9, 9},
-		Items: []topology.Item{{SKU: "A", Quantity: 2, UnitPriceCents: 150}, {SKU: "B", Quantity: 1, UnitPriceCents: 0}},
+		Items: []saga.Item{{SKU: "A", Quantity: 2, UnitPriceCents: 150}, {SKU: "B", Quantity: 1, UnitPriceCents: 0}},
 	}
-	got, err := topology.DecodeOrderSubmitted(sub.Encode())
+	got, err := saga.DecodeOrderSubmitted(sub.Encode())
 	if err != nil || !reflect.DeepEqual(got, sub) {
 		t.Errorf("OrderSubmitted: got %+v, %v; want %+v", got, err, sub)
 	}
-	for _, c := range []*topology.InventoryCommand{
-		{Kind: topology.CmdReserve, OrderID: id(2), Quantity: 7},
-		{Kind: topology.CmdCommit, OrderID: id(3)},
-		{Kind: topology.CmdRelease, OrderID: id(4)},
-		{Kind: topology.CmdSetStock, Available: 1 << 40},
+	for _, c := range []*saga.InventoryCommand{
+		{Kind: saga.CmdReserve, OrderID: id(2), Quantity: 7},
+		{Kind: saga.CmdCommit, OrderID: id(3)},
+		{Kind: saga.CmdRelease, OrderID: id(4)},
+		{Kind: saga.CmdSetStock, Available: 1 << 40},
 	} {
-		got, err := topology.DecodeInventoryCommand(c.Encode())
+		got, err := saga.DecodeInventoryCommand(c.Encode())
 		if err != nil || !reflect.DeepEqual(got, c) {
 			t.Errorf("InventoryCommand %s: got %+v, %v; want %+v", c.Kind, got, err, c)
 		}
 	}
-	res := &topology.ReservationResult{OrderID: id(5), SKU: "A", Outcome: topology.OutcomeInsufficient, Quantity: 3, Available: 2}
-	if got, err := topology.DecodeReservationResult(res.Encode()); err != nil || !reflect.DeepEqual(got, res) {
+	res := &saga.ReservationResult{OrderID: id(5), SKU: "A", Outcome: saga.OutcomeInsufficient, Quantity: 3, Available: 2}
+	if got, err := saga.DecodeReservationResult(res.Encode()); err != nil || !reflect.DeepEqual(got, res) {
 		t.Errorf("ReservationResult: got %+v, %v; want %+v", got, err, res)
 	}
-	st := &topology.OrderState{
-		Version: 3, OrderID: id(6), CustomerID: "c", Currency: "USD", Status: topology.StatusRejected,
+	st := &saga.OrderState{
+		Version: 3, OrderID: id(6), CustomerID: "c", Currency: "USD", Status: saga.StatusRejected,
 		Reason: "insufficient stock", CreatedAt: ts, UpdatedAt: ts.Add(time.Second), ClientID: "x",
 		IdempotencyKey: "k", RequestHash: [16]byte{1},
-		Lines: []topology.Line{{Item: topology.Item{SKU: "A", Quantity: 1, UnitPriceCents: 10}, Result: topology.LineInsufficient}},
+		Lines: []saga.Line{{Item: saga.Item{SKU: "A", Quantity: 1, UnitPriceCents: 10}, Result: saga.LineInsufficient}},
 	}
-	if got, err := topology.DecodeOrderState(st.Encode()); err != nil || !reflect.DeepEqual(got, st) {
+	if got, err := saga.DecodeOrderState(st.Encode()); err != nil || !reflect.DeepEqual(got, st) {
 		t.Errorf("OrderState: got %+v, %v; want %+v", got, err, st)
 	}
 	if st.TotalCents() != 10 {
 		t.Errorf("TotalCents = %d, want 10", st.TotalCents())
 	}
-	ss := topology.NewStockState()
+	ss := saga.NewStockState()
 	ss.Version, ss.Available, ss.Reserved, ss.Sold, ss.LastOffset, ss.UpdatedAt = 4, 10, 3, 2, 99, ts
-	ss.PutHold(topology.Hold{OrderID: id(7), Quantity: 3, Outcome: topology.HoldReserved})
-	ss.PutHold(topology.Hold{OrderID: id(1), Quantity: 5, Outcome: topology.HoldRefused})
-	got2, err := topology.DecodeStockState(ss.Encode())
+	ss.PutHold(saga.Hold{OrderID: id(7), Quantity: 3, Outcome: saga.HoldReserved})
+	ss.PutHold(saga.Hold{OrderID: id(1), Quantity: 5, Outcome: saga.HoldRefused})
+	got2, err := saga.DecodeStockState(ss.Encode())
 	if err != nil {
 		t.Fatalf("StockState: %v", err)
 	}
@@ -72,19 +72,19 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good := (&topology.InventoryCommand{Kind: topology.CmdReserve, OrderID: id(1), Quantity: 1}).Encode()
+	good := (&saga.InventoryCommand{Kind: saga.CmdReserve, OrderID: id(1), Quantity: 1}).Encode()
 	cases := map[string][]byte{
 		"empty":          nil,
 		"version":        append([]byte{2}, good[1:]...),
-		"wrong type":     (&topology.ReservationResult{OrderID: id(1), SKU: "A", Outcome: 1}).Encode(),
+		"wrong type":     (&saga.ReservationResult{OrderID: id(1), SKU: "A", Outcome: 1}).Encode(),
 		"trailing":       append(bytes.Clone(good), 0),
 		"truncated":      good[:len(good)-1],
-		"zero quantity":  (&topology.InventoryCommand{Kind: topology.CmdReserve, OrderID: id(1)}).Encode(),
+		"zero quantity":  (&saga.InventoryCommand{Kind: saga.CmdReserve, OrderID: id(1)}).Encode(),
 		"unknown kind":   {1, 2, 99},
-		"negative stock": (&topology.InventoryCommand{Kind: topology.CmdSetStock, Available: -1}).Encode(),
+		"negative stock": (&saga.InventoryCommand{Kind: saga.CmdSetStock, Available: -1}).Encode(),
 	}
 	for name, b := range cases {
-		if _, err := topology.DecodeInventoryCommand(b); !errors.Is(err, topology.ErrMalformed) {
+		if _, err := saga.DecodeInventoryCommand(b); !errors.Is(err, saga.ErrMalformed) {
 			t.Errorf("%s: got %v, want ErrMalformed", name, err)
 		}
 	}
@@ -94,14 +94,14 @@ func TestDecodeRejects(t *testing.T) {
 // random operations and compares them after every step.
 func TestHoldsModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	st := topology.NewStockState()
-	model := map[topology.OrderID]topology.Hold{}
+	st := saga.NewStockState()
+	model := map[saga.OrderID]saga.Hold{}
 	for step := 0; step < 3000; step++ {
-		var oid topology.OrderID
+		var oid saga.OrderID
 		oid[0], oid[15] = byte(rng.IntN(8)), byte(rng.IntN(32))
 		switch rng.IntN(3) {
 		case 0, 1:
-			h := topology.Hold{OrderID: oid, Quantity: 1 + rng.Uint32N(100), Outcome: topology.HoldOutcome(1 + rng.IntN(2))}
+			h := saga.Hold{OrderID: oid, Quantity: 1 + rng.Uint32N(100), Outcome: saga.HoldOutcome(1 + rng.IntN(2))}
 			st.PutHold(h)
 			model[oid] = h
 		case 2:
@@ -119,7 +119,7 @@ func TestHoldsModel(t *testing.T) {
 			t.Fatalf("step %d: Hold = %+v,%v; want %+v,%v", step, h, ok, mh, mok)
 		}
 	}
-	want := make([]topology.Hold, 0, len(model))
+	want := make([]saga.Hold, 0, len(model))
 	for _, h := range model {
 		want = append(want, h)
 	}
@@ -127,7 +127,7 @@ func TestHoldsModel(t *testing.T) {
 	if got := st.Holds(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("holds differ from the model")
 	}
-	if _, err := topology.DecodeStockState(st.Encode()); err != nil {
+	if _, err := saga.DecodeStockState(st.Encode()); err != nil {
 		t.Fatalf("decode after random operations: %v", err)
 	}
 }
@@ -135,28 +135,28 @@ func TestHoldsModel(t *testing.T) {
 // FuzzDecode feeds arbitrary bytes to every decoder: none may panic, and
 // anything accepted must encode back to the same bytes.
 func FuzzDecode(f *testing.F) {
-	f.Add((&topology.InventoryCommand{Kind: topology.CmdReserve, OrderID: id(1), Quantity: 3}).Encode())
-	f.Add((&topology.OrderSubmitted{OrderID: id(1), CustomerID: "c", Items: []topology.Item{{SKU: "A", Quantity: 1}}}).Encode())
-	f.Add((&topology.ReservationResult{OrderID: id(1), SKU: "A", Outcome: 1}).Encode())
-	f.Add((&topology.OrderState{Status: 1, Lines: []topology.Line{{Item: topology.Item{SKU: "A", Quantity: 1}}}}).Encode())
-	ss := topology.NewStockState()
-	ss.PutHold(topology.Hold{OrderID: id(1), Quantity: 1, Outcome: 1})
+	f.Add((&saga.InventoryCommand{Kind: saga.CmdReserve, OrderID: id(1), Quantity: 3}).Encode())
+	f.Add((&saga.OrderSubmitted{OrderID: id(1), CustomerID: "c", Items: []saga.Item{{SKU: "A", Quantity: 1}}}).Encode())
+	f.Add((&saga.ReservationResult{OrderID: id(1), SKU: "A", Outcome: 1}).Encode())
+	f.Add((&saga.OrderState{Status: 1, Lines: []saga.Line{{Item: saga.Item{SKU: "A", Quantity: 1}}}}).Encode())
+	ss := saga.NewStockState()
+	ss.PutHold(saga.Hold{OrderID: id(1), Quantity: 1, Outcome: 1})
 	f.Add(ss.Encode())
 	f.Add([]byte{1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if m, err := topology.DecodeOrderSubmitted(b); err == nil && !bytes.Equal(m.Encode(), b) {
+		if m, err := saga.DecodeOrderSubmitted(b); err == nil && !bytes.Equal(m.Encode(), b) {
 			t.Errorf("OrderSubmitted re-encodes differently")
 		}
-		if m, err := topology.DecodeInventoryCommand(b); err == nil && !bytes.Equal(m.Encode(), b) {
+		if m, err := saga.DecodeInventoryCommand(b); err == nil && !bytes.Equal(m.Encode(), b) {
 			t.Errorf("InventoryCommand re-encodes differently")
 		}
-		if m, err := topology.DecodeReservationResult(b); err == nil && !bytes.Equal(m.Encode(), b) {
+		if m, err := saga.DecodeReservationResult(b); err == nil && !bytes.Equal(m.Encode(), b) {
 			t.Errorf("ReservationResult re-encodes differently")
 		}
-		if m, err := topology.DecodeOrderState(b); err == nil && !bytes.Equal(m.Encode(), b) {
+		if m, err := saga.DecodeOrderState(b); err == nil && !bytes.Equal(m.Encode(), b) {
 			t.Errorf("OrderState re-encodes differently")
 		}
-		if m, err := topology.DecodeStockState(b); err == nil && !bytes.Equal(m.Encode(), b) {
+		if m, err := saga.DecodeStockState(b); err == nil && !bytes.Equal(m.Encode(), b) {
 			t.Errorf("StockState re-encodes differently")
 		}
 	})

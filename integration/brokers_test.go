@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
+	"github.com/orderpipe/orderpipe/internal/membroker"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
@@ -44,7 +45,7 @@ func TestInProcessBroker(t *testing.T) {
 	runSuite(t, backend{
 		kind: "in-process kfake",
 		broker: func(t *testing.T) []string {
-			c, err := kafkatest.Start()
+			c, err := membroker.Start()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/membroker"
 	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/lovoo/goka"
@@ -45,7 +46,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	c, err := kafkatest.Start()
+	c, err := membroker.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

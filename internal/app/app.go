@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/ingest"
-	"github.com/orderpipe/orderpipe/internal/kafkatest"
+	"github.com/orderpipe/orderpipe/internal/membroker"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/processors"
 	"github.com/orderpipe/orderpipe/sinks/pgsink"
@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config, roles Roles) (err error) {
 
 	brokers := cfg.Brokers
 	if len(brokers) == 0 {
-		c, err := kafkatest.Start()
+		c, err := membroker.Start()
 		if err != nil {
 			return err
 		}

@@ -1,3 +1,6 @@
+// Package kafkatest holds what tests and benchmarks need of Kafka: a real
+// Apache Kafka broker per test (scripts/kafka.sh) and topic creation. It
+// imports testing, so nothing in the binary may import it.
 package kafkatest
 
 import (
@@ -5,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +16,10 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/topology"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Kafka is a real Apache Kafka broker (KRaft, one node, loopback) started
@@ -137,4 +145,16 @@ func KafkaFor(tb testing.TB) []string {
 		}
 	})
 	return k.Brokers()
+}
+
+// EnsureTopics creates the topology's topics on brokers.
+func EnsureTopics(ctx context.Context, brokers []string, cfg topology.Config, log *slog.Logger) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("admin client: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return cfg.Ensure(ctx, kadm.NewClient(cl), log)
 }

@@ -1,17 +1,13 @@
-// Package kafkatest starts the in-process Kafka cluster (franz-go's kfake)
-// that `orderpipe run` uses by default and that the fast test suites run on.
-package kafkatest
+// Package membroker starts the in-process, in-memory Kafka cluster
+// (franz-go's kfake) that `orderpipe run` uses when no --brokers are given,
+// and that the fast test suites run on. It is in the binary; the helpers that
+// only tests need live in internal/kafkatest.
+package membroker
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
-	"time"
 
-	"github.com/orderpipe/orderpipe/topology"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
@@ -39,20 +35,8 @@ func Start(opts ...kfake.Opt) (*Cluster, error) {
 // Brokers returns the seed addresses.
 func (c *Cluster) Brokers() []string { return c.c.ListenAddrs() }
 
-// Kfake exposes the cluster for fault injection in tests.
+// Kfake exposes the cluster, for fault injection.
 func (c *Cluster) Kfake() *kfake.Cluster { return c.c }
 
 // Close stops the cluster.
 func (c *Cluster) Close() { c.c.Close() }
-
-// EnsureTopics creates the topology's topics on brokers.
-func EnsureTopics(ctx context.Context, brokers []string, cfg topology.Config, log *slog.Logger) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return fmt.Errorf("admin client: %w", err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return cfg.Ensure(ctx, kadm.NewClient(cl), log)
-}

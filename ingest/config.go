@@ -3,15 +3,34 @@ package ingest
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"math"
+		"math"
 	"net"
 	"time"
+
+	"github.com/orderpipe/orderpipe/topology"
 )
 
 // Config configures an Edge. The zero value of every field selects the
 // default documented on it; Validate reports settings that cannot work.
 type Config struct {
+	// Brokers are the seed brokers the edge produces to and reads the
+	// tables from. Required by New.
+	Brokers []string
+	// ClientID names the edge to the brokers; its producer is ClientID+"-edge".
+	// Default "orderpipe".
+	ClientID string
+	// Topology sizes the topics; it must match the cluster. Default
+	// topology.DefaultConfig().
+	Topology topology.Config
+	// Replication is the replication factor of the table topics (see
+	// processors.Config.Replication). Default: as the topology resolves it
+	// for the number of seed brokers.
+	Replication int16
+	// DataDir holds the views' table state (LevelDB). Required by New.
+	DataDir string
+	// FetchWait is processors.Config.FetchWait for the views. Default 0.
+	FetchWait time.Duration
+
 	// Listen is the TCP address to serve on. Default "127.0.0.1:8080". Use
 	// port 0 for an ephemeral port and read it back with Edge.Addr.
 	Listen string
@@ -42,9 +61,15 @@ type Config struct {
 	// ~50,000 lines/s for one SKU per edge, and a burst of 2,000 orders over 20
 	// SKUs fits without shedding.
 	MaxInFlightPerSKU int
-	// ProduceTimeout bounds the wait for the broker's ack of one record.
-	// After it the client gets 503 "outcome unknown, retry with the same
-	// Idempotency-Key", and a record not sent yet is withdrawn. Default 5s.
+	// ProduceTimeout bounds the answer to an order. Its record must be
+	// acknowledged within it for a 202; a record the producer could fail
+	// (not written to any broker yet) is failed by then, for a 503 that
+	// means the order will not happen. A record written to a broker that
+	// did not answer cannot be failed safely (the broker may have stored
+	// it): that order gets 504 "outcome unknown, retry with the same
+	// Idempotency-Key" at ProduceTimeout, and while such a record is
+	// outstanding on a partition, new orders for that partition get 503 at
+	// once without being produced. Default 5s.
 	ProduceTimeout time.Duration
 	// MaxWait caps ?wait= on GET /v1/orders/{id}. Default 30s.
 	MaxWait time.Duration
@@ -79,9 +104,6 @@ type Config struct {
 	// RateBurst is how many requests a client may send at once before
 	// RateLimit applies. Default ceil(RateLimit), at least 1.
 	RateBurst int
-
-	// Logger receives the edge's logs. Default slog.Default().
-	Logger *slog.Logger
 }
 
 // The documented defaults.
@@ -133,8 +155,12 @@ func (c Config) withDefaults() Config {
 	if c.RateLimit > 0 && c.RateBurst == 0 {
 		c.RateBurst = max(1, int(math.Ceil(c.RateLimit)))
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
+	setDefault(&c.ClientID, "orderpipe")
+	if c.Topology.Partitions == 0 {
+		c.Topology = topology.DefaultConfig()
+	}
+	if c.Replication == 0 {
+		c.Replication = c.Topology.ReplicationFor(len(c.Brokers))
 	}
 	return c
 }
@@ -173,6 +199,9 @@ func (c Config) Validate() error {
 	} {
 		check(d.d < 0, "%s must be positive, got %s", d.name, d.d)
 	}
+	check(c.ProduceTimeout > 0 && c.ProduceTimeout < 100*time.Millisecond, "produce timeout must be at least 100ms, got %s", c.ProduceTimeout)
+	check(c.FetchWait < 0, "fetch wait must be >= 0, got %s", c.FetchWait)
+	check(c.Topology.Validate() != nil, "topology: %v", c.Topology.Validate())
 	check(c.MaxConns < 0, "max conns must be positive, got %d", c.MaxConns)
 	check(math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateLimit < 0, "rate limit must be a finite number >= 0, got %v", c.RateLimit)
 	check(c.RateBurst < 0, "rate burst must be >= 0, got %d", c.RateBurst)

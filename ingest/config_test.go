@@ -64,7 +64,7 @@ func TestConfigValidate(t *testing.T) {
 	if _, err := New(Config{Listen: "0.0.0.0:0"}, Deps{}); err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("New without keys on every interface: got %v, want a loopback error", err)
 	}
-	if _, err := New(Config{}, Deps{}); err == nil || !strings.Contains(err.Error(), "producer") {
+	if _, err := New(Config{}, Deps{}); err == nil || !strings.Contains(err.Error(), "no brokers") {
 		t.Errorf("New without a producer: got %v, want an error", err)
 	}
 }

@@ -9,9 +9,9 @@
 // Retry-After, never a hang and never a 202. Bad input is refused before it
 // reaches a topic, by a strict JSON decoder (see scanner).
 //
-// An Edge is built by New and run by Run; Edge.OrderUpdated must be wired as
-// the update callback of the orders view (processors.UpdateFunc), which is
-// how the edge learns that orders turned final.
+// An Edge is built by New, with its own producer and views, and run by Run,
+// which owns them: it runs and rebuilds the views, and flushes and closes
+// the producer on the way out.
 package ingest
 
 import (
@@ -22,13 +22,17 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/sync/errgroup"
 )
 
 // View is a read-only table view. *goka.View satisfies it; it answers Get
@@ -49,32 +53,28 @@ type Check struct {
 	Fn func() error
 }
 
-// Deps are what the edge uses but does not own: the caller creates, runs
-// and closes them.
+// Deps are what the edge uses but does not own.
 type Deps struct {
-	// Producer writes orders and stock commands. Required. It must be
-	// created with kgo.RecordPartitioner(topology.Partitioner()) and keep
-	// franz-go's defaults of an idempotent producer with acks=all. Flushing
-	// it on shutdown is the caller's job, after Run returned.
-	//
-	// While no broker can be reached, franz-go holds a record whose produce
-	// timed out without failing it (it only checks the record's context
-	// around requests), and the order keeps its admission slot until the
-	// verdict comes, since the record might still land: a long outage fills
-	// MaxInFlight, the edge then answers 503 at once, and the slots come
-	// back with the brokers.
-	Producer *kgo.Client
-	// Orders is the view of the orders table (values *saga.OrderState).
-	// Required; its update callback must call Edge.OrderUpdated.
-	Orders View
-	// Stock is the view of the inventory table (values *saga.StockState).
-	// Required.
-	Stock View
+	// Logger receives the edge's logs. Default slog.Default().
+	Logger *slog.Logger
 	// Registry receives the edge's metrics and is what /metrics serves.
 	// Default: a new registry holding the edge's metrics only.
 	Registry *prometheus.Registry
 	// Checks are readiness checks of other roles in the same process.
 	Checks []Check
+}
+
+// wiring is what the edge reads and writes through. New builds it, so the
+// producer always has the shared partitioner and the orders view always
+// tells the edge about updates; the package's tests build their own.
+type wiring struct {
+	producer *kgo.Client
+	orders   View
+	stock    View
+	// views are the views Run runs and rebuilds; nil when the caller runs
+	// them. closeProducer: Run flushes and closes the producer.
+	views         []*tableView
+	closeProducer bool
 }
 
 // Edge is the HTTP edge. Its methods are safe for concurrent use.
@@ -86,12 +86,14 @@ type Edge struct {
 	stock    View
 	checks   []Check
 	limits   limits
+	own      wiring
 
 	keys    *keyring     // nil: authentication is off
 	anon    *client      // the caller when authentication is off
 	limiter *rateLimiter // nil: no rate limit
 	adm     *admission
 	idem    *idempotency
+	doubt   *doubt
 	waiters *waiters
 	metrics *metrics
 
@@ -109,38 +111,88 @@ type Edge struct {
 	stoppingOnce sync.Once
 }
 
-// New checks cfg and deps and builds an edge; it does not listen yet.
+// New checks cfg and deps and builds an edge with its own producer and its
+// views of the order and stock tables, which Run runs and closes. It
+// connects to nothing yet.
 func New(cfg Config, deps Deps) (*Edge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	switch {
-	case deps.Producer == nil:
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("ingest: no brokers")
+	case cfg.DataDir == "":
+		return nil, errors.New("ingest: no data dir for the views")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	vc := cfg.viewsConfig(log)
+	var e *Edge // set below, before any view runs
+	orders := &tableView{name: "orders view", log: log, build: func() (*goka.View, error) {
+		return vc.NewOrdersView(func(key string, value []byte) { e.OrderUpdated(key, value) })
+	}}
+	stock := &tableView{name: "inventory view", log: log, build: func() (*goka.View, error) {
+		return vc.NewInventoryView(nil)
+	}}
+	// Build one of each now, so that a configuration Goka refuses fails New.
+	for _, v := range []*tableView{orders, stock} {
+		if _, err := v.build(); err != nil {
+			return nil, fmt.Errorf("ingest: %w", err)
+		}
+	}
+	producer, err := newProducer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	e, err = build(cfg, deps, wiring{producer: producer, orders: orders, stock: stock, views: []*tableView{orders, stock}, closeProducer: true})
+	if err != nil {
+		producer.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// build builds an edge on w.
+func build(cfg Config, deps Deps, w wiring) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	switch {
+	case w.producer == nil:
 		return nil, errors.New("ingest: no producer")
-	case deps.Orders == nil:
+	case w.orders == nil:
 		return nil, errors.New("ingest: no orders view")
-	case deps.Stock == nil:
+	case w.stock == nil:
 		return nil, errors.New("ingest: no stock view")
 	}
-	names := map[string]bool{"orders_view": true, "inventory_view": true, "edge": true}
+	names := map[string]bool{"orders_view": true, "inventory_view": true, "edge": true, "broker": true}
 	for _, c := range deps.Checks {
 		if c.Name == "" || c.Fn == nil || names[c.Name] {
 			return nil, fmt.Errorf("ingest: check %q: want a unique name and a func", c.Name)
 		}
 		names[c.Name] = true
 	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	e := &Edge{
 		cfg:       cfg,
-		log:       cfg.Logger.With("role", "ingest"),
-		producer:  deps.Producer,
-		orders:    deps.Orders,
-		stock:     deps.Stock,
+		log:       log.With("role", "ingest"),
+		producer:  w.producer,
+		orders:    w.orders,
+		stock:     w.stock,
+		own:       w,
 		checks:    deps.Checks,
 		limits:    cfg.limits(),
 		anon:      &client{anyScope: true},
 		adm:       newAdmission(cfg.MaxInFlight, cfg.MaxInFlightPerSKU),
 		idem:      newIdempotency(cfg.MaxInFlight),
+		doubt:     newDoubt(),
 		waiters:   newWaiters(),
 		listening: make(chan struct{}),
 		stopping:  make(chan struct{}),
@@ -208,19 +260,33 @@ func (e *Edge) newServer() *fasthttp.Server {
 	}
 }
 
-// Run listens on Config.Listen and serves until ctx ends, then shuts down
-// gracefully: it turns /readyz to 503, stops accepting connections, wakes
-// ?wait= requests and lets running requests finish within
-// ShutdownTimeout. It returns nil after a clean shutdown. Run may be called
-// once. Flushing the producer is the caller's job, after Run returned.
+// Run runs the views, listens on Config.Listen and serves until ctx ends,
+// then shuts down in order, each step under its own deadline: it turns
+// /readyz to 503, stops accepting connections, wakes ?wait= requests and
+// lets running requests finish (ShutdownTimeout); then it flushes and
+// closes the producer (ShutdownTimeout); then it stops the views. It
+// returns nil after a clean shutdown; a failure to listen is
+// supervise.Permanent. Run may be called once.
 func (e *Edge) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("ingest: Run called twice")
 	}
+	if e.own.closeProducer {
+		defer e.producer.Close()
+	}
 	ln, err := net.Listen("tcp", e.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("ingest: listen: %w", err)
+		return supervise.Permanent(fmt.Errorf("ingest: listen: %w", err))
 	}
+	// The views outlive the server, so that requests finishing during the
+	// shutdown can still read.
+	viewsCtx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopViews()
+	var views errgroup.Group
+	for _, v := range e.own.views {
+		views.Go(func() error { return v.Run(viewsCtx) })
+	}
+
 	e.addr = ln.Addr().String()
 	close(e.listening)
 	if e.keys == nil {
@@ -230,13 +296,30 @@ func (e *Edge) Run(ctx context.Context) error {
 
 	served := make(chan error, 1)
 	go func() { served <- e.server.Serve(ln) }()
+	var runErr error
 	select {
 	case err := <-served:
-		return fmt.Errorf("ingest: serve: %w", err)
+		served <- nil // for the wait below
+		runErr = fmt.Errorf("ingest: serve: %w", err)
 	case <-ctx.Done():
 	}
 
 	e.stoppingOnce.Do(func() { close(e.stopping) })
+	errs := []error{runErr, e.shutdownServer(served), e.flushProducer()}
+	stopViews()
+	if err := waitWithin(&views, e.cfg.ShutdownTimeout); err != nil {
+		errs = append(errs, fmt.Errorf("ingest: stop views: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	e.log.Info("edge stopped")
+	return nil
+}
+
+// shutdownServer stops accepting and lets running requests finish within
+// ShutdownTimeout, then waits for Serve (whose result served carries).
+func (e *Edge) shutdownServer(served <-chan error) error {
 	sctx, cancel := context.WithTimeout(context.Background(), e.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := e.server.ShutdownWithContext(sctx); err != nil {
@@ -245,8 +328,36 @@ func (e *Edge) Run(ctx context.Context) error {
 	if err := <-served; err != nil {
 		return fmt.Errorf("ingest: serve: %w", err)
 	}
-	e.log.Info("edge stopped")
 	return nil
+}
+
+// flushProducer waits, within ShutdownTimeout, until every record produced
+// has its verdict: every request has been answered by now, but a record in
+// doubt may still land, and it holds an admission slot until it does.
+func (e *Edge) flushProducer() error {
+	if !e.own.closeProducer {
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), e.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := e.producer.Flush(fctx); err != nil {
+		return fmt.Errorf("ingest: flush the producer (%d records in doubt): %w", e.doubt.total(), err)
+	}
+	return nil
+}
+
+// waitWithin waits for g, or returns an error after d.
+func waitWithin(g *errgroup.Group, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("not stopped within %s", d)
+	}
 }
 
 // Listening returns a channel closed once Run listens: Addr is set then.

@@ -88,7 +88,6 @@ func newHarness(t testing.TB, opt options) *harness {
 	if err := h.topology.Ensure(ctx, h.adm, testLogger()); err != nil {
 		t.Fatal(err)
 	}
-	h.producer = h.newClient()
 
 	vcfg := processors.Config{Brokers: h.brokers, DataDir: t.TempDir(), Topology: h.topology, Logger: testLogger()}
 	// The edge is built after the views but its OrderUpdated is needed by
@@ -105,14 +104,17 @@ func newHarness(t testing.TB, opt options) *harness {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger()
+	cfg.Topology, cfg.Brokers = h.topology, h.brokers
+	// The edge's own producer, with the timeouts New sets.
+	if h.producer, err = newProducer(cfg.withDefaults()); err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(h.producer.Close)
 	var orders View = h.orders
 	if opt.ordersView != nil {
 		orders = opt.ordersView(orders)
 	}
-	h.edge, err = New(cfg, Deps{Producer: h.producer, Orders: orders, Stock: h.stock, Registry: h.reg, Checks: opt.checks})
+	h.edge, err = build(cfg, Deps{Logger: testLogger(), Registry: h.reg, Checks: opt.checks}, wiring{producer: h.producer, orders: orders, stock: h.stock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/valyala/fasthttp"
 )
@@ -29,6 +30,9 @@ func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
 		{Name: "orders_view", Critical: true, Fn: recovered(e.orders)},
 		{Name: "inventory_view", Critical: true, Fn: recovered(e.stock)},
 		{Name: "edge", Critical: true, Fn: e.accepting},
+		// Not critical: every edge shares the broker, and a 503 from this
+		// one is as good an answer as a load balancer's.
+		{Name: "broker", Critical: false, Fn: e.brokerAnswering},
 	}
 	checks = append(checks, e.checks...)
 	out := readyJSON{Status: "ready", Checks: make(map[string]string, len(checks))}
@@ -55,6 +59,9 @@ func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
 }
 
 func recovered(v View) func() error {
+	if tv, ok := v.(*tableView); ok {
+		return tv.check
+	}
 	return func() error {
 		if !v.Recovered() {
 			return errors.New("recovering")
@@ -71,4 +78,25 @@ func (e *Edge) accepting() error {
 	default:
 		return nil
 	}
+}
+
+// brokerAnswering fails while records are in doubt: written to a broker
+// that has not answered within the produce timeout.
+func (e *Edge) brokerAnswering() error {
+	if n := e.doubt.total(); n > 0 {
+		return fmt.Errorf("%d records in doubt: the broker has not answered within the produce timeout", n)
+	}
+	return nil
+}
+
+// Ready reports nil once both views have recovered and the edge accepts
+// orders: what /readyz's critical built-in checks say.
+func (e *Edge) Ready() error {
+	if err := recovered(e.orders)(); err != nil {
+		return fmt.Errorf("orders view: %w", err)
+	}
+	if err := recovered(e.stock)(); err != nil {
+		return fmt.Errorf("inventory view: %w", err)
+	}
+	return e.accepting()
 }

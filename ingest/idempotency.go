@@ -61,7 +61,8 @@ func (m *idempotency) claim(id string, hash [16]byte) (sub *submission, owner bo
 	return sub, true, nil
 }
 
-// settle is called by the owner of sub once it has its answer. An accepted
+// settle is called by the owner of sub once the broker's verdict is known
+// (after sub has its answer). An accepted
 // order's entry stays until the view shows it, so that a retry in between
 // still finds it; otherwise it goes at once, so that a retry tries again.
 func (m *idempotency) settle(id string, sub *submission, accepted bool) {
@@ -72,6 +73,11 @@ func (m *idempotency) settle(id string, sub *submission, accepted bool) {
 		return
 	}
 	e.settled = true
+	if accepted && sub.wait().prob != nil {
+		// The order was in doubt when its request was answered (504) and
+		// turned out stored: retries are told so from now on.
+		e.sub = finishedSubmission(id, outcome{replayed: true})
+	}
 	if !accepted || e.visible {
 		delete(m.entries, id)
 	}

@@ -108,9 +108,21 @@ func brokerUnavailable() *problem {
 	return unavailable("broker-unavailable", "Broker unavailable", "the order could not be written to the broker and was not accepted; retry")
 }
 
+// outcomeUnknown is the one answer that promises nothing: the order's
+// record reached a broker that did not answer in time, and it may have been
+// stored. It is 504, not 503, because a 503 means the order will not happen.
+// A retry with the same Idempotency-Key gets the real answer once the
+// broker answers.
 func outcomeUnknown() *problem {
-	return unavailable("outcome-unknown", "Outcome unknown",
+	p := newProblem(fasthttp.StatusGatewayTimeout, "outcome-unknown", "Outcome unknown",
 		"the broker did not confirm the write in time; the order may or may not have been accepted: retry with the same Idempotency-Key")
+	p.retryAfter = retryAfterSeconds
+	return p
+}
+
+func partitionInDoubt() *problem {
+	return unavailable("broker-unavailable", "Broker unavailable",
+		"the broker has not answered for this order's partition; the order was not produced and will not happen: retry")
 }
 
 func notReady(detail string) *problem {

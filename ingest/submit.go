@@ -11,9 +11,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// errProduceTimeout is the answer of a record the broker did not ack
-// within ProduceTimeout: its outcome is unknown.
-var errProduceTimeout = errors.New("ingest: no ack from the broker within the produce timeout")
+// errOutcomeUnknown is the answer of a record written to a broker that
+// did not answer within ProduceTimeout: it may have been stored.
+var errOutcomeUnknown = errors.New("ingest: no answer from the broker within the produce timeout")
+
+// errPartitionInDoubt refuses a record without producing it: its partition
+// has a record in doubt (see doubt).
+var errPartitionInDoubt = errors.New("ingest: the partition has a record in doubt")
 
 // submission is one order on its way to the broker. It finishes exactly
 // once, within ProduceTimeout of its start, and may be shared by several
@@ -120,7 +124,8 @@ func (e *Edge) replay(id string, hash [16]byte) (o outcome, known bool) {
 }
 
 // produceOrder takes an admission slot for msg and produces it. settle is
-// told whether the order was accepted, once sub has its answer.
+// told whether the order was accepted once the broker's verdict is known,
+// which for an order in doubt is after its answer.
 func (e *Edge) produceOrder(sub *submission, msg *saga.OrderSubmitted, settle func(accepted bool)) {
 	skus := make([]string, len(msg.Items))
 	for i, it := range msg.Items {
@@ -143,45 +148,74 @@ func (e *Edge) produceOrder(sub *submission, msg *saga.OrderSubmitted, settle fu
 		} else {
 			sub.finish(outcome{})
 		}
-		settle(err == nil)
 	}, func(err error) {
 		e.adm.produced(sub.id, err == nil)
+		settle(err == nil)
 	})
 }
+
+// Record states in produce.
+const (
+	recPending int32 = iota
+	recDone          // the verdict came first
+	recOverdue       // ProduceTimeout came first: the record is in doubt
+)
 
 // produce writes rec with TryProduce, which never blocks: with the
 // producer's buffer full it fails at once with kgo.ErrMaxBuffered (a
 // blocking Produce would queue requests without end, and ProduceSync would
-// defeat batching). answer is called once, with the broker's verdict or
-// errProduceTimeout, whichever comes first. verdict, if not nil, is called
-// with the broker's verdict whenever it comes, which may be after the
-// timeout: the record may still land. Both run on franz-go's promise
-// goroutine and must not block.
+// defeat batching). answer is called once, within ProduceTimeout: with nil
+// once the broker acked, with an error that means the record was not and
+// will not be stored (franz-go fails a record only when that is certain:
+// before it was written, or on the broker's answer), or with
+// errOutcomeUnknown when neither came in time. verdict, if not nil, is
+// called with the broker's final verdict whenever it comes, which for a
+// record in doubt is after answer. Both may run on franz-go's promise
+// goroutine or a timer's, and must not block.
 //
-// The record's context ends at the timeout, so that a record still waiting
-// in the buffer is withdrawn instead of landing after its client was told
-// the outcome is unknown. franz-go cannot withdraw a record already sent
-// (the idempotent producer would lose its sequence numbers), and a canceled
-// record fails the other records buffered for its partition too, which the
-// broker trouble behind a timeout would soon do anyway.
+// The record's context ends at recordDeadline, before ProduceTimeout, so
+// that a record not written yet is failed, not written after its client was
+// answered. A record that is written cannot be withdrawn (idempotent
+// producing would lose its sequence numbers), and one queued behind it on
+// the same partition cannot be failed either: while a partition has a
+// record in doubt, produce refuses new records for it at once.
 func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ProduceTimeout)
-	var answered atomic.Bool
-	reply := func(err error) {
-		if answered.CompareAndSwap(false, true) {
-			answer(err)
+	part := topology.PartitionFor(rec.Key, e.cfg.Topology.Partitions)
+	if e.doubt.blocked(rec.Topic, part) {
+		e.metrics.observeProduce(rec.Topic, errPartitionInDoubt, 0)
+		answer(errPartitionInDoubt)
+		if verdict != nil {
+			verdict(errPartitionInDoubt)
 		}
+		return
 	}
-	stop := context.AfterFunc(ctx, func() { reply(errProduceTimeout) })
+	ctx, cancel := context.WithTimeout(context.Background(), recordDeadline(e.cfg.ProduceTimeout))
+	var state atomic.Int32
 	start := time.Now()
+	overdue := time.AfterFunc(e.cfg.ProduceTimeout, func() {
+		if state.CompareAndSwap(recPending, recOverdue) {
+			e.doubt.add(rec.Topic, part, 1)
+			e.log.Warn("no answer from the broker within the produce timeout: outcome unknown", "topic", rec.Topic, "partition", part, "key", string(rec.Key))
+			answer(errOutcomeUnknown)
+		}
+	})
 	e.producer.TryProduce(ctx, rec, func(r *kgo.Record, err error) {
-		stop()
+		overdue.Stop()
 		cancel()
+		if errors.Is(err, kgo.ErrClientClosed) {
+			// Closing fails records in flight too: nothing is certain.
+			err = errOutcomeUnknown
+		}
 		e.metrics.observeProduce(r.Topic, err, time.Since(start))
 		if err != nil {
 			e.log.Debug("produce failed", "topic", r.Topic, "key", string(r.Key), "err", err)
 		}
-		reply(err)
+		if state.CompareAndSwap(recPending, recDone) {
+			answer(err)
+		} else {
+			e.doubt.add(rec.Topic, part, -1)
+			e.log.Info("the broker answered for a record in doubt", "topic", r.Topic, "key", string(r.Key), "stored", err == nil, "after", time.Since(start).Round(time.Millisecond))
+		}
 		if verdict != nil {
 			verdict(err)
 		}
@@ -191,8 +225,10 @@ func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
 // produceProblem is the answer to a record the broker did not take.
 func produceProblem(err error) *problem {
 	switch {
-	case errors.Is(err, errProduceTimeout):
+	case errors.Is(err, errOutcomeUnknown):
 		return outcomeUnknown()
+	case errors.Is(err, errPartitionInDoubt):
+		return partitionInDoubt()
 	case errors.Is(err, kgo.ErrMaxBuffered):
 		return overloaded("the broker is not keeping up; retry later")
 	}

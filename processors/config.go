@@ -17,6 +17,8 @@ import (
 	"github.com/lovoo/goka/storage"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
+	"github.com/syndtr/goleveldb/leveldb"
+	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 )
 
@@ -57,6 +59,14 @@ type Config struct {
 	// map write, and a restart recovers it from its compacted changelog,
 	// which holds one record per SKU.
 	InventoryOnDisk bool
+	// BrokerRetry is how long a producer keeps retrying a record, and the
+	// clients their metadata, while no broker answers, before the processor
+	// fails (its supervisor then rebuilds it). Default 60s: a broker restart
+	// (stop, JVM start, log recovery) takes 10-30s here, and idempotent
+	// producing with one request in flight makes every retry safe, so
+	// waiting it out is cheaper than rebuilding a processor and recovering
+	// its tables.
+	BrokerRetry time.Duration
 	// Logger receives Goka's and Sarama's messages. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -74,10 +84,16 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.BrokerRetry == 0 {
+		c.BrokerRetry = DefaultBrokerRetry
+	}
 	if c.Replication == 0 {
 		c.Replication = c.Topology.ReplicationFor(len(c.Brokers))
 	}
 }
+
+// DefaultBrokerRetry is Config.BrokerRetry's default.
+const DefaultBrokerRetry = 60 * time.Second
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
@@ -86,6 +102,8 @@ func (c Config) Validate() error {
 		return errors.New("processors: no brokers")
 	case c.DataDir == "":
 		return errors.New("processors: no data dir")
+	case c.BrokerRetry < 0:
+		return fmt.Errorf("processors: broker retry must be >= 0 (0 = default), got %s", c.BrokerRetry)
 	case !c.KafkaVersion.IsAtLeast(sarama.V2_1_0_0):
 		return fmt.Errorf("processors: kafka version %s is older than 2.1, which Kafka 4 refuses", c.KafkaVersion)
 	}
@@ -103,8 +121,12 @@ func (c Config) SaramaConfig() *sarama.Config {
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Idempotent = true
 	cfg.Net.MaxOpenRequests = 1
-	cfg.Producer.Retry.Max = 10
-	cfg.Producer.Retry.Backoff = 50 * time.Millisecond
+	// Retries start fast (a leader moved) and slow down to a second, for
+	// BrokerRetry in all (a broker restarts). Sarama's default, 3 x 100ms,
+	// made any outage longer than a fraction of a second fatal. Each retry
+	// refreshes the metadata with Sarama's own few quick retries; those stay
+	// short, since they also hold up stopping a view or consumer.
+	cfg.Producer.Retry.Max, cfg.Producer.Retry.BackoffFunc = retries(c.BrokerRetry)
 	cfg.Producer.Flush.Frequency = c.FlushFrequency
 	cfg.Producer.Flush.Bytes = 256 << 10
 	cfg.Producer.Flush.MaxMessages = 0
@@ -141,6 +163,17 @@ func (c Config) topicManagerConfig() *goka.TopicManagerConfig {
 	return tm
 }
 
+// retries returns a retry count and a backoff (50ms doubling to 1s) whose
+// waits add up to at least window.
+func retries(window time.Duration) (int, func(retries, maxRetries int) time.Duration) {
+	backoff := func(n, _ int) time.Duration { return min(50*time.Millisecond<<min(n, 5), time.Second) }
+	n := 0
+	for sum := time.Duration(0); sum < window; n++ {
+		sum += backoff(n, 0)
+	}
+	return n, backoff
+}
+
 // gokaLogger sends Goka's printf-style logs to slog at debug level: Goka
 // logs every partition state change, which is noise at info level.
 type gokaLogger struct{ l *slog.Logger }
@@ -155,7 +188,13 @@ func (g gokaLogger) Printf(format string, v ...any) { g.l.Debug(fmt.Sprintf(form
 // Buffers are smaller than LevelDB's defaults because a process opens one
 // database per partition of each table and view (48 with the defaults), and
 // memory must stay bounded.
-func (c Config) storageBuilder(table goka.Table, sub string) (storage.Builder, error) {
+//
+// A partition whose database is corrupt (a disk fault, or a crash in the
+// middle of a write LevelDB could not repair) is repaired with
+// leveldb.RecoverFile, or else removed: Goka then rebuilds it from the
+// table's changelog. Only if that fails too is failed told: a data dir no
+// restart can cure.
+func (c Config) storageBuilder(table goka.Table, sub string, failed func(error)) (storage.Builder, error) {
 	if table == topology.InventoryTable() && !c.InventoryOnDisk {
 		return storage.MemoryBuilder(), nil
 	}
@@ -163,18 +202,43 @@ func (c Config) storageBuilder(table goka.Table, sub string) (storage.Builder, e
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create table dir: %w", err)
 	}
-	return storage.BuilderWithOptions(dir, &opt.Options{
+	opts := &opt.Options{
 		Compression:            opt.NoCompression,
 		WriteBuffer:            2 << 20,
 		BlockCacheCapacity:     2 << 20,
 		OpenFilesCacheCapacity: 64,
-	}), nil
+	}
+	return func(topic string, partition int32) (storage.Storage, error) {
+		// The path Goka's own storage.BuilderWithOptions uses.
+		path := filepath.Join(dir, fmt.Sprintf("%s.%d", topic, partition))
+		db, err := leveldb.OpenFile(path, opts)
+		if lerrors.IsCorrupted(err) {
+			c.Logger.Warn("table partition is corrupt, repairing it", "path", path, "err", err)
+			if db, err = leveldb.RecoverFile(path, opts); err != nil {
+				c.Logger.Warn("cannot repair the table partition, rebuilding it from its changelog", "path", path, "err", err)
+				if err = os.RemoveAll(path); err == nil {
+					db, err = leveldb.OpenFile(path, opts)
+				}
+				if err != nil {
+					err = fmt.Errorf("table partition %s is corrupt and cannot be rebuilt: %w", path, err)
+					if failed != nil {
+						failed(err)
+					}
+				}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open table partition %s: %w", path, err)
+		}
+		return storage.New(db)
+	}, nil
 }
 
 // processorOptions are the options of every processor of group.
-func (c Config) processorOptions(group goka.Group) ([]goka.ProcessorOption, error) {
+// storageFailed is told when table storage cannot be rebuilt.
+func (c Config) processorOptions(group goka.Group, storageFailed func(error)) ([]goka.ProcessorOption, error) {
 	sc := c.SaramaConfig()
-	sb, err := c.storageBuilder(goka.GroupTable(group), filepath.Join("processor", string(group)))
+	sb, err := c.storageBuilder(goka.GroupTable(group), filepath.Join("processor", string(group)), storageFailed)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +275,7 @@ func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc)
 		return nil, err
 	}
 	sc := c.SaramaConfig()
-	sb, err := c.storageBuilder(table, filepath.Join("view", string(table)))
+	sb, err := c.storageBuilder(table, filepath.Join("view", string(table)), nil)
 	if err != nil {
 		return nil, err
 	}

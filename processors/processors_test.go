@@ -102,34 +102,44 @@ func (h *harness) runInBackground(fn func(context.Context) error) {
 	})
 }
 
-// startRunner starts the processors and returns a function that stops them
-// and waits until they returned.
-func (h *harness) startRunner(dataDir string, reg prometheus.Registerer) (*processors.Runner, func()) {
+// startRunner starts both processor groups and returns a function that
+// stops them and waits until they returned.
+func (h *harness) startRunner(dataDir string, reg prometheus.Registerer) (*processors.Processors, func()) {
 	h.t.Helper()
-	r, err := processors.NewRunner(h.config(dataDir), reg)
+	p, err := processors.New(h.config(dataDir), processors.Deps{Registerer: reg})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	done := make(chan error, 2)
+	for _, g := range p.Groups() {
+		go func() { done <- g.Run(ctx) }()
+	}
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					h.t.Errorf("runner: %v", err)
+			for range p.Groups() {
+				select {
+				case err := <-done:
+					if err != nil {
+						h.t.Errorf("processor: %v", err)
+					}
+				case <-time.After(60 * time.Second):
+					h.t.Errorf("processors did not stop within 60s")
+					return
 				}
-			case <-time.After(60 * time.Second):
-				h.t.Errorf("runner did not stop within 60s")
 			}
 		})
 	}
 	h.t.Cleanup(stop)
-	await.Until(h.t, "processors ready", 60*time.Second, r.Ready)
-	return r, stop
+	await.Until(h.t, "processors ready", 60*time.Second, func() error {
+		if err := p.Orders.Ready(); err != nil {
+			return err
+		}
+		return p.Inventory.Ready()
+	})
+	return p, stop
 }
 
 func (h *harness) produce(topic goka.Stream, key string, value []byte) {

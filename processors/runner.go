@@ -4,88 +4,115 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/processors/orders"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 )
 
-// Runner runs the orders and the inventory processor of one process. Several
-// processes running a Runner share the partitions through the consumer
-// groups.
-type Runner struct {
-	cfg       Config
-	orders    *goka.Processor
-	inventory *goka.Processor
+// Deps are what the processors use but do not own.
+type Deps struct {
+	// Registerer receives the processors' metrics. Optional.
+	Registerer prometheus.Registerer
+	// Logger receives Goka's and the callbacks' messages. Default
+	// slog.Default().
+	Logger *slog.Logger
 }
 
-// NewRunner builds both processors. It connects to the brokers and fails if
-// the group tables do not exist or do not match the topology (Goka's topic
-// manager runs with NoCreate and MismatchBehavior=Fail). reg may be nil.
-func NewRunner(cfg Config, reg prometheus.Registerer) (*Runner, error) {
+// Processors are the orders and the inventory group of one process, each a
+// role of its own (Group). Several processes share the partitions of each
+// group through its consumer group.
+type Processors struct {
+	Orders, Inventory *Group
+}
+
+// New checks cfg and builds both groups; it connects to nothing yet.
+func New(cfg Config, deps Deps) (*Processors, error) {
+	if deps.Logger != nil {
+		cfg.Logger = deps.Logger
+	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(deps.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("register processor metrics: %w", err)
 	}
-	r := &Runner{cfg: cfg}
 	op := orders.New(cfg.Logger.With("group", "orders"), ordersMetrics{m}, nil, orders.Limits{})
-	if r.orders, err = r.newProcessor(op.Graph()); err != nil {
-		return nil, err
-	}
 	ip := inventory.New(cfg.Logger.With("group", "inventory"), inventoryMetrics{m}, nil)
-	if r.inventory, err = r.newProcessor(ip.Graph()); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return &Processors{
+		Orders:    &Group{cfg: cfg, graph: op.Graph()},
+		Inventory: &Group{cfg: cfg, graph: ip.Graph()},
+	}, nil
 }
 
-func (r *Runner) newProcessor(g *goka.GroupGraph) (*goka.Processor, error) {
-	opts, err := r.cfg.processorOptions(g.Group())
+// Groups returns both groups, orders first.
+func (p *Processors) Groups() []*Group { return []*Group{p.Orders, p.Inventory} }
+
+// Group runs one Goka processor group. A Goka processor can run only once
+// and ends on errors Sarama gave up on, so every Run builds a new one: a
+// supervisor that calls Run again after a failure restarts the group in
+// this process, on the table state in DataDir.
+type Group struct {
+	cfg   Config
+	graph *goka.GroupGraph
+	// current is the processor of the running Run, nil between runs.
+	current atomic.Pointer[goka.Processor]
+	// storageErr is set when table storage could not be opened or rebuilt,
+	// which no restart cures. Goka flattens the errors of storage builders
+	// into strings, so the builder reports it here.
+	storageErr atomic.Pointer[error]
+}
+
+// Name is the group's name ("orders" or "inventory").
+func (g *Group) Name() string { return string(g.graph.Group()) }
+
+// Run builds a processor and runs it until ctx ends (it then returns nil,
+// after Goka committed what it processed) or the processor fails. A failure
+// of table storage that cannot be rebuilt is supervise.Permanent. Run must
+// not be called again while it runs.
+func (g *Group) Run(ctx context.Context) error {
+	opts, err := g.cfg.processorOptions(g.graph.Group(), g.storageFailed)
 	if err != nil {
-		return nil, err
+		return supervise.Permanent(err)
 	}
-	p, err := goka.NewProcessor(r.cfg.Brokers, g, opts...)
+	p, err := goka.NewProcessor(g.cfg.Brokers, g.graph, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("new %s processor: %w", g.Group(), err)
+		return fmt.Errorf("new %s processor: %w", g.Name(), err)
 	}
-	return p, nil
-}
-
-// Run runs both processors until ctx ends or one fails; it returns nil after
-// a clean stop. Goka commits the offsets of everything processed before it
-// returns.
-func (r *Runner) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, p := range []*goka.Processor{r.orders, r.inventory} {
-		g.Go(func() error {
-			if err := p.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				return fmt.Errorf("%s processor: %w", p.Graph().Group(), err)
-			}
-			return nil
-		})
+	g.current.Store(p)
+	defer g.current.Store(nil)
+	err = p.Run(ctx)
+	if se := g.storageErr.Load(); se != nil {
+		return supervise.Permanent(fmt.Errorf("%s processor: %w", g.Name(), *se))
 	}
-	return g.Wait()
-}
-
-// Ready reports nil once both processors have recovered their tables and
-// are consuming; until then their answers would come from stale state.
-func (r *Runner) Ready() error {
-	for _, p := range []*goka.Processor{r.orders, r.inventory} {
-		if !p.Recovered() {
-			return fmt.Errorf("%s processor is recovering its table", p.Graph().Group())
-		}
+	if err != nil && !(errors.Is(err, context.Canceled) && ctx.Err() != nil) {
+		return fmt.Errorf("%s processor: %w", g.Name(), err)
 	}
 	return nil
 }
 
-// Processors returns the Goka processors, for tests and tools that read
-// their state (Processor.Get serves locally owned partitions).
-func (r *Runner) Processors() (ordersProcessor, inventoryProcessor *goka.Processor) {
-	return r.orders, r.inventory
+func (g *Group) storageFailed(err error) { g.storageErr.Store(&err) }
+
+// Ready reports nil once the running processor has recovered its table and
+// consumes; until then its answers would come from stale state.
+func (g *Group) Ready() error {
+	p := g.current.Load()
+	switch {
+	case p == nil:
+		return fmt.Errorf("%s processor is not running", g.Name())
+	case !p.Recovered():
+		return fmt.Errorf("%s processor is recovering its table", g.Name())
+	}
+	return nil
 }
+
+// Processor returns the running Goka processor, or nil between runs, for
+// tests and tools that read its state (Processor.Get serves locally owned
+// partitions).
+func (g *Group) Processor() *goka.Processor { return g.current.Load() }

@@ -216,20 +216,18 @@ type started struct {
 
 // startSink runs a sink on k and pool until the test ends or stop is
 // called. Backoffs are short so that outages resolve quickly.
-func startSink(t testing.TB, k *kafka, pool *pgxpool.Pool, cfg Config) started {
+func startSink(t testing.TB, k *kafka, pool *pgxpool.Pool, cfg Config, reg ...prometheus.Registerer) started {
 	t.Helper()
 	cfg.Brokers = k.brokers
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
-	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 200*time.Millisecond
 	}
-	if cfg.Registerer == nil {
-		cfg.Registerer = prometheus.NewPedanticRegistry()
+	deps := Deps{Pool: pool, Logger: testLogger(t), Registerer: prometheus.NewPedanticRegistry()}
+	if len(reg) > 0 {
+		deps.Registerer = reg[0]
 	}
 	cfg.ClientOpts = append(cfg.ClientOpts, kgo.FetchMaxWait(100*time.Millisecond))
-	s, err := New(cfg, pool)
+	s, err := New(cfg, deps)
 	if err != nil {
 		t.Fatalf("new sink: %v", err)
 	}

@@ -32,6 +32,16 @@ const DefaultGroup = "orderpipe-sink"
 type Config struct {
 	// Brokers are the seed brokers. Required.
 	Brokers []string
+	// PostgresURL is the database, when Deps.Pool is nil: the sink then
+	// owns a pool of its own, opened by Run and closed (within
+	// ShutdownTimeout) when Run returns. It may name several hosts with
+	// target_session_attrs=read-write (pgx), for a primary that moves.
+	PostgresURL string
+	// Migrate applies the schema migrations at the start of Run (what
+	// `orderpipe run` and `orderpipe sink` do). Default false.
+	Migrate bool
+	// ClientID names the sink to the brokers. Default "orderpipe-sink".
+	ClientID string
 	// Group is the consumer group. Default DefaultGroup ("orderpipe-sink").
 	// A group seen for the first time starts at the oldest offset of the
 	// changelogs, so a new group rebuilds the tables from scratch.
@@ -52,15 +62,6 @@ type Config struct {
 	// when Run's context ends meanwhile (the batch is already in Postgres),
 	// and leaving the group when Run returns. Default 5s.
 	ShutdownTimeout time.Duration
-	// Logger receives the sink's messages, and franz-go's with
-	// source=franz-go. Default slog.Default().
-	Logger *slog.Logger
-	// Registerer, when set, receives the sink's metrics, all named
-	// orderpipe_sink_*: records, batches, rows by table, db errors, refused
-	// batches, dead letters, commits (counters), last commit age and backing
-	// off (gauges), batch duration (histogram). Optional; New fails if the
-	// registry already holds another sink's metrics.
-	Registerer prometheus.Registerer
 	// ClientOpts are appended to the franz-go options the sink sets, so they
 	// win: tests pass e.g. kgo.FetchMaxWait.
 	ClientOpts []kgo.Opt
@@ -85,9 +86,25 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 5 * time.Second
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
+	if c.ClientID == "" {
+		c.ClientID = "orderpipe-sink"
 	}
+}
+
+// Deps are what the sink uses but does not own.
+type Deps struct {
+	// Pool, if set, is the database; it stays the caller's and the sink
+	// never closes it. Default: the sink's own pool on Config.PostgresURL.
+	Pool *pgxpool.Pool
+	// Logger receives the sink's messages, and franz-go's with
+	// source=franz-go. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer, when set, receives the sink's metrics, all named
+	// orderpipe_sink_*: records, batches, rows by table, db errors, refused
+	// batches, dead letters, commits (counters), last commit age and backing
+	// off (gauges), batch duration (histogram). Optional; New fails if the
+	// registry already holds another sink's metrics.
+	Registerer prometheus.Registerer
 }
 
 // Validate reports the first setting that cannot work. Zero values are
@@ -98,6 +115,10 @@ func (c Config) Validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return errors.New("pgsink: no brokers")
+	case c.PostgresURL != "":
+		if _, err := pgxpool.ParseConfig(c.PostgresURL); err != nil {
+			return fmt.Errorf("pgsink: postgres url: %w", err)
+		}
 	case c.MaxBatch < 0:
 		return fmt.Errorf("pgsink: max batch must be >= 0 (0 = default), got %d", c.MaxBatch)
 	case c.MinBackoff < 0 || c.MaxBackoff < 0:
@@ -116,6 +137,7 @@ func (c Config) Validate() error {
 type Sink struct {
 	cfg      Config
 	pool     *pgxpool.Pool
+	ownPool  bool // Run opens pool and closes it
 	log      *slog.Logger
 	running  atomic.Bool
 	health   health
@@ -123,21 +145,24 @@ type Sink struct {
 	batchDur prometheus.Histogram
 }
 
-// New returns a sink that writes through pool, which stays the caller's:
-// the sink never closes it. It registers the metrics when cfg.Registerer is
-// set. New starts nothing; Run does.
-func New(cfg Config, pool *pgxpool.Pool) (*Sink, error) {
+// New checks cfg and deps and returns a sink; it registers the metrics when
+// deps.Registerer is set. It connects to nothing; Run does.
+func New(cfg Config, deps Deps) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if pool == nil {
-		return nil, errors.New("pgsink: nil pool")
+	if deps.Pool == nil && cfg.PostgresURL == "" {
+		return nil, errors.New("pgsink: no pool and no postgres url")
 	}
 	cfg.setDefaults()
-	s := &Sink{cfg: cfg, pool: pool, log: cfg.Logger}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Sink{cfg: cfg, pool: deps.Pool, ownPool: deps.Pool == nil, log: log}
 	s.batchDur = newBatchDuration()
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(newCollector(s)); err != nil {
+	if deps.Registerer != nil {
+		if err := deps.Registerer.Register(newCollector(s)); err != nil {
 			return nil, fmt.Errorf("pgsink: register metrics: %w", err)
 		}
 	}
@@ -175,6 +200,20 @@ func (s *Sink) Run(ctx context.Context) error {
 		return errors.New("pgsink: Run is already running")
 	}
 	defer s.running.Store(false)
+	if s.ownPool {
+		pool, err := pgxpool.New(ctx, s.cfg.PostgresURL)
+		if err != nil {
+			return fmt.Errorf("pgsink: postgres pool: %w", err)
+		}
+		s.pool = pool
+		defer s.closePool(pool)
+	}
+	if s.cfg.Migrate {
+		if err := MigrateURL(ctx, s.cfg.PostgresURL); err != nil {
+			return err
+		}
+		s.log.Info("schema migrations applied")
+	}
 
 	cl, err := kgo.NewClient(s.clientOpts()...)
 	if err != nil {
@@ -218,7 +257,7 @@ func (s *Sink) Run(ctx context.Context) error {
 func (s *Sink) clientOpts() []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(s.cfg.Brokers...),
-		kgo.ClientID("orderpipe-sink"),
+		kgo.ClientID(s.cfg.ClientID),
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(string(topology.OrdersTable()), string(topology.InventoryTable())),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -236,7 +275,7 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		// default; the partitioner is the one every producer shares.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(topology.Partitioner()),
-		kgo.WithLogger(kgoLogger{s.cfg.Logger.With("source", "franz-go")}),
+		kgo.WithLogger(kgoLogger{s.log.With("source", "franz-go")}),
 	}
 	return append(opts, s.cfg.ClientOpts...)
 }
@@ -251,6 +290,24 @@ func (s *Sink) close(cl *kgo.Client) {
 	}
 	cl.Close()
 	s.log.Info("sink stopped", "group", s.cfg.Group)
+}
+
+// closePool closes the sink's own pool within ShutdownTimeout: pgxpool's
+// Close waits for every connection to be released, and a batch cut off by
+// shutdown releases its connection only when Postgres answers.
+func (s *Sink) closePool(pool *pgxpool.Pool) {
+	done := make(chan struct{})
+	go func() {
+		pool.Close()
+		close(done)
+	}()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("postgres pool not closed within the shutdown timeout", "timeout", s.cfg.ShutdownTimeout)
+	}
 }
 
 // process writes one polled batch and commits its offsets. It returns when

@@ -32,7 +32,7 @@ func TestSinkWritesRows(t *testing.T) {
 	k.stock(t, "sku-b", stock(7, 0, 0, 12))
 
 	reg := prometheus.NewPedanticRegistry()
-	s := startSink(t, k, pool, Config{Registerer: reg})
+	s := startSink(t, k, pool, Config{}, reg)
 	await.Until(t, "all offsets committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
 
 	for _, o := range orders {

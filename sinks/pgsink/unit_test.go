@@ -49,17 +49,20 @@ func TestConfigValidate(t *testing.T) {
 
 func TestNewAppliesDefaults(t *testing.T) {
 	t.Parallel()
-	s, err := New(Config{Brokers: []string{"localhost:9092"}}, &pgxpool.Pool{})
+	s, err := New(Config{Brokers: []string{"localhost:9092"}}, Deps{Pool: &pgxpool.Pool{}})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	got := s.cfg
 	if got.Group != "orderpipe-sink" || got.MaxBatch != 5000 || got.MinBackoff != 100*time.Millisecond ||
-		got.MaxBackoff != 30*time.Second || got.WriteTimeout != 30*time.Second || got.ShutdownTimeout != 5*time.Second || got.Logger == nil {
+		got.MaxBackoff != 30*time.Second || got.WriteTimeout != 30*time.Second || got.ShutdownTimeout != 5*time.Second || got.ClientID != "orderpipe-sink" || s.log == nil {
 		t.Fatalf("defaults: got %+v", got)
 	}
-	if _, err := New(Config{Brokers: []string{"x"}}, nil); err == nil {
-		t.Fatalf("New with a nil pool: got nil error, want one")
+	if _, err := New(Config{Brokers: []string{"x"}}, Deps{}); err == nil {
+		t.Fatalf("New with neither a pool nor a URL: got nil error, want one")
+	}
+	if _, err := New(Config{Brokers: []string{"x"}, PostgresURL: "postgres://%zz"}, Deps{}); err == nil {
+		t.Fatalf("New with a malformed URL: got nil error, want one")
 	}
 }
 

@@ -1,0 +1,200 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/membroker"
+	"github.com/orderpipe/orderpipe/internal/pglocal"
+	"github.com/orderpipe/orderpipe/internal/supervise"
+	"github.com/orderpipe/orderpipe/processors"
+	"github.com/orderpipe/orderpipe/sinks/pgsink"
+	"github.com/orderpipe/orderpipe/topology"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func (c Config) withDefaults() (Config, *slog.Logger) {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ClientID == "" {
+		c.ClientID = "orderpipe"
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 30 * time.Second
+	}
+	if c.Restart.MaxBackoff == 0 {
+		// A broker back from a restart waits at most this for a processor.
+		c.Restart.MaxBackoff = 5 * time.Second
+	}
+	return c, c.Logger
+}
+
+// env is what the roles of a process share and nobody else owns: the
+// embedded broker and database when none is configured, the data dir, the
+// replication factor of the topics and the metrics registry.
+type env struct {
+	brokers     []string
+	postgresURL string
+	dataDir     string
+	replication int16
+	registry    *prometheus.Registry
+	cleanups    []func()
+}
+
+func (e *env) close() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+}
+
+// prepare sets up env. Every error it returns is permanent for the process:
+// configuration, topics that fail their check, a database that cannot be
+// created.
+func prepare(ctx context.Context, cfg *Config, roles Roles, log *slog.Logger) (_ *env, err error) {
+	if err := cfg.Topology.Validate(); err != nil {
+		return nil, err
+	}
+	e := &env{brokers: cfg.Brokers, postgresURL: cfg.PostgresURL, dataDir: cfg.DataDir, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	e.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if len(e.brokers) == 0 {
+		c, err := membroker.Start()
+		if err != nil {
+			return nil, err
+		}
+		e.cleanups = append(e.cleanups, c.Close)
+		e.brokers = c.Brokers()
+		roles.EnsureTopics = true
+		log.Warn("no --brokers: started an IN-MEMORY Kafka broker; nothing survives this process, do not use it for real orders", "brokers", e.brokers)
+	}
+	if e.dataDir == "" && (roles.Ingest || roles.Process) {
+		dir, err := os.MkdirTemp("", "orderpipe-data-")
+		if err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		e.cleanups = append(e.cleanups, func() { _ = os.RemoveAll(dir) })
+		e.dataDir = dir
+		log.Info("no --data-dir: table state goes to a temporary dir and is recovered from the changelogs at each start", "dir", dir)
+	}
+	if e.postgresURL == "" && roles.Sink {
+		srv, err := pglocal.Start(ctx, pglocal.Config{Logger: log.With("component", "pglocal")})
+		if err != nil {
+			return nil, fmt.Errorf("start throwaway postgres (pass --postgres-url to use yours): %w", err)
+		}
+		e.cleanups = append(e.cleanups, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := srv.Close(cctx); err != nil {
+				log.Error("stop throwaway postgres", "err", err)
+			}
+		})
+		e.postgresURL = srv.URL()
+		log.Warn("no --postgres-url: started a THROWAWAY PostgreSQL, removed on exit", "url", e.postgresURL)
+	}
+	if e.replication, err = prepareTopics(ctx, e.brokers, cfg.Topology, roles.EnsureTopics, log); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// prepareTopics creates (ensure) or checks the topics and returns the
+// replication factor the tables must have.
+func prepareTopics(ctx context.Context, brokers []string, tc topology.Config, ensure bool, log *slog.Logger) (int16, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return 0, fmt.Errorf("admin client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if ensure {
+		if err := tc.Ensure(ctx, adm, log); err != nil {
+			return 0, err
+		}
+	} else if err := tc.Check(ctx, adm); err != nil {
+		return 0, err
+	}
+	return tc.ResolveReplication(ctx, adm)
+}
+
+// role is a processor group or the sink, as the supervisor runs it.
+type role struct {
+	name   string
+	run    func(context.Context) error
+	ready  func() error
+	status *supervise.Status
+	// critical roles take the edge out of a load balancer while not
+	// ready; the sink is not: orders are still taken and served from the
+	// cache while Postgres is away.
+	critical bool
+}
+
+// check is the role's readiness, naming the failure it recovers from.
+func (r role) check() error {
+	if err := r.ready(); err != nil {
+		if rerr := r.status.Recovering(); rerr != nil {
+			return rerr
+		}
+		return err
+	}
+	r.status.Recovered()
+	return nil
+}
+
+// build builds the roles of the process: the back roles (processor groups,
+// sink) and the edge (nil unless roles.Ingest).
+func build(cfg Config, roles Roles, e *env, log *slog.Logger) ([]role, *ingest.Edge, error) {
+	var back []role
+	if roles.Process {
+		procs, err := processors.New(processors.Config{
+			Brokers: e.brokers, DataDir: e.dataDir, ClientID: cfg.ClientID, Topology: cfg.Topology,
+			Replication: e.replication, FetchWait: cfg.FetchWait, BrokerRetry: cfg.BrokerRetry,
+		}, processors.Deps{Registerer: e.registry, Logger: log.With("component", "goka")})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, g := range procs.Groups() {
+			back = append(back, role{name: g.Name() + " processor", run: g.Run, ready: g.Ready, status: new(supervise.Status), critical: true})
+		}
+	}
+	if roles.Sink {
+		scfg := cfg.Sink
+		scfg.Brokers, scfg.PostgresURL, scfg.Migrate = e.brokers, e.postgresURL, true
+		if scfg.ClientID == "" {
+			scfg.ClientID = cfg.ClientID + "-sink"
+		}
+		sink, err := pgsink.New(scfg, pgsink.Deps{Logger: log.With("component", "sink"), Registerer: e.registry})
+		if err != nil {
+			return nil, nil, err
+		}
+		back = append(back, role{name: "postgres-sink", run: sink.Run, ready: sink.Health, status: new(supervise.Status)})
+	}
+	if !roles.Ingest {
+		return back, nil, nil
+	}
+	var checks []ingest.Check
+	for _, r := range back {
+		checks = append(checks, ingest.Check{Name: r.name, Critical: r.critical, Fn: r.check})
+	}
+	icfg := cfg.Ingest
+	icfg.Brokers, icfg.ClientID, icfg.Topology, icfg.Replication = e.brokers, cfg.ClientID, cfg.Topology, e.replication
+	icfg.DataDir, icfg.FetchWait = e.dataDir, cfg.FetchWait
+	edge, err := ingest.New(icfg, ingest.Deps{Logger: log.With("component", "edge"), Registry: e.registry, Checks: checks})
+	if err != nil {
+		return nil, nil, err
+	}
+	return back, edge, nil
+}

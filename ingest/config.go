@@ -3,7 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
-		"math"
+	"math"
 	"net"
 	"time"
 

@@ -34,16 +34,16 @@ func newProducer(cfg Config) (*kgo.Client, error) {
 	deadline := recordDeadline(cfg.ProduceTimeout)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ClientID(cfg.ClientID+"-edge"),
+		kgo.ClientID(cfg.ClientID + "-edge"),
 		kgo.RecordPartitioner(topology.Partitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(2*time.Millisecond),
+		kgo.ProducerLinger(2 * time.Millisecond),
 		kgo.MaxBufferedRecords(100_000),
 		// franz-go fails an expired record when the metadata refresh that a
 		// failed produce triggers fails too ("partition load error"), and
 		// refreshes at most every MetadataMinAge (default 5s): with the
 		// broker away, records would outlive ProduceTimeout by seconds.
-		kgo.MetadataMinAge(100*time.Millisecond),
+		kgo.MetadataMinAge(100 * time.Millisecond),
 		kgo.RetryBackoffFn(func(n int) time.Duration { return min(50*time.Millisecond<<min(n, 3), 250*time.Millisecond) }),
 	}
 	if deadline >= time.Second { // franz-go's floor for both

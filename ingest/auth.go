@@ -59,7 +59,8 @@ type apiKey struct {
 	hash   [sha256.Size]byte
 }
 
-// keyring holds the API keys. It is read once by New and never changes.
+// keyring holds the API keys. It never changes: Edge.ReloadKeys swaps in a
+// new one.
 type keyring struct {
 	keys []apiKey
 }

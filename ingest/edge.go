@@ -88,7 +88,7 @@ type Edge struct {
 	limits   limits
 	own      wiring
 
-	keys    *keyring     // nil: authentication is off
+	keys    atomic.Pointer[keyring] // nil: authentication is off
 	anon    *client      // the caller when authentication is off
 	limiter *rateLimiter // nil: no rate limit
 	adm     *admission
@@ -202,7 +202,7 @@ func build(cfg Config, deps Deps, w wiring) (*Edge, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ingest: %w", err)
 		}
-		e.keys = kr
+		e.keys.Store(kr)
 	}
 	if cfg.RateLimit > 0 {
 		e.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
@@ -289,7 +289,7 @@ func (e *Edge) Run(ctx context.Context) error {
 
 	e.addr = ln.Addr().String()
 	close(e.listening)
-	if e.keys == nil {
+	if e.keys.Load() == nil {
 		e.log.Warn("authentication is OFF: every caller has every scope (allowed on loopback only)", "addr", e.addr)
 	}
 	e.log.Info("edge listening", "addr", e.addr)
@@ -359,6 +359,25 @@ func waitWithin(g *errgroup.Group, d time.Duration) error {
 		return fmt.Errorf("not stopped within %s", d)
 	}
 }
+
+// ReloadKeys reads the API keys file again and, if it is valid, serves
+// with its keys from now on; otherwise it keeps the keys it had and says
+// why. Without a keys file (authentication off) there is nothing to reload.
+func (e *Edge) ReloadKeys() error {
+	if e.cfg.APIKeysFile == "" {
+		return errors.New("ingest: no API keys file to reload (authentication is off)")
+	}
+	kr, err := loadKeyring(e.cfg.APIKeysFile)
+	if err != nil {
+		return fmt.Errorf("ingest: reload: %w (the keys loaded before stay in use)", err)
+	}
+	e.keys.Store(kr)
+	e.log.Info("API keys reloaded", "file", e.cfg.APIKeysFile, "clients", len(kr.keys))
+	return nil
+}
+
+// HasKeysFile reports whether the edge authenticates with a keys file.
+func (e *Edge) HasKeysFile() bool { return e.cfg.APIKeysFile != "" }
 
 // Listening returns a channel closed once Run listens: Addr is set then.
 func (e *Edge) Listening() <-chan struct{} { return e.listening }

@@ -150,14 +150,15 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 	}
 
 	c := e.anon
-	if e.keys != nil {
+	keys := e.keys.Load()
+	if keys != nil {
 		token, ok := bearerToken(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
 		if !ok {
 			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="orderpipe"`)
 			writeProblem(ctx, unauthorized("send an API key: Authorization: Bearer <key>"))
 			return
 		}
-		if c = e.keys.authenticate(token); c == nil {
+		if c = keys.authenticate(token); c == nil {
 			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="orderpipe", error="invalid_token"`)
 			writeProblem(ctx, unauthorized("the API key is not valid"))
 			return
@@ -166,7 +167,7 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 	if e.limiter != nil {
 		// Per client; per address without authentication.
 		limitKey := "client:" + c.id
-		if e.keys == nil {
+		if keys == nil {
 			limitKey = "ip:" + ctx.RemoteIP().String()
 		}
 		if ok, retry := e.limiter.allow(limitKey, start); !ok {

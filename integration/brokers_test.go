@@ -44,13 +44,13 @@ func composeImage(t *testing.T, service string) string {
 func TestInProcessBroker(t *testing.T) {
 	runSuite(t, backend{
 		kind: "in-process kfake",
-		broker: func(t *testing.T) []string {
+		broker: func(t *testing.T) ([]string, brokerControl) {
 			c, err := membroker.Start()
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(c.Close)
-			return c.Brokers()
+			return c.Brokers(), nil
 		},
 		database: localDatabase,
 	})
@@ -67,9 +67,13 @@ func TestKafkaBroker(t *testing.T) {
 		t.Skipf("skipping the real-broker suite: %v", err)
 	}
 	runSuite(t, backend{
-		kind:     "Apache Kafka 4.3.1",
-		broker:   func(t *testing.T) []string { return kafkatest.KafkaFor(t) },
-		database: localDatabase,
+		kind: "Apache Kafka 4.3.1",
+		broker: func(t *testing.T) ([]string, brokerControl) {
+			k := kafkatest.KafkaServerFor(t)
+			return k.Brokers(), k
+		},
+		restartable: true,
+		database:    localDatabase,
 	})
 }
 
@@ -94,7 +98,7 @@ func TestRedpandaContainers(t *testing.T) {
 	}
 	runSuite(t, backend{
 		kind: "Redpanda (testcontainers)",
-		broker: func(t *testing.T) []string {
+		broker: func(t *testing.T) ([]string, brokerControl) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
 			rp, err := redpanda.Run(ctx, redpandaImage)
@@ -106,7 +110,7 @@ func TestRedpandaContainers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return []string{seed}
+			return []string{seed}, nil
 		},
 		database: func(t *testing.T) string {
 			url, err := pglocal.CreateDatabase(t.Context(), serverURL, fmt.Sprintf("it_%d", time.Now().UnixNano()))

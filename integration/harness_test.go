@@ -22,8 +22,11 @@ import (
 type backend struct {
 	// kind names the broker, for the suite's summary.
 	kind string
-	// broker starts a fresh cluster and returns its seed brokers.
-	broker func(t *testing.T) []string
+	// broker starts a fresh cluster and returns its seed brokers, and a
+	// way to stop and start it (nil if it has none).
+	broker func(t *testing.T) ([]string, brokerControl)
+	// restartable: broker returns a brokerControl.
+	restartable bool
 	// database creates a fresh database and returns its URL.
 	database func(t *testing.T) string
 }
@@ -37,10 +40,22 @@ func localDatabase(t *testing.T) string {
 	return url
 }
 
+// brokerControl stops, kills and starts a single-broker cluster on the
+// same data and address; *kafkatest.Kafka is one.
+type brokerControl interface {
+	Stop(ctx context.Context) error
+	Kill(ctx context.Context) error
+	Start(ctx context.Context) error
+	Pid(ctx context.Context) (int, error)
+}
+
 // scenario is one behaviour checked end to end.
 type scenario struct {
 	name string
 	run  func(e *env)
+	// restartsBroker: the scenario stops and starts the broker, so it runs
+	// only on backends with a brokerControl.
+	restartsBroker bool
 }
 
 // env is what a scenario runs on: a fresh cluster and a fresh database.
@@ -48,6 +63,7 @@ type env struct {
 	t       *testing.T
 	kind    string
 	brokers []string
+	broker  brokerControl // nil: the backend cannot restart its broker
 	pgURL   string
 	http    *http.Client
 }
@@ -57,10 +73,15 @@ type env struct {
 func runSuite(t *testing.T, b backend) {
 	var passed, failed int
 	for _, sc := range scenarios() {
+		if sc.restartsBroker && !b.restartable {
+			t.Logf("scenario %s stops and starts the broker, which %s cannot: it runs on the real-broker suite", sc.name, b.kind)
+			continue
+		}
 		ran := false // t.Run also reports true for a scenario -run filtered out
 		ok := t.Run(sc.name, func(t *testing.T) {
 			ran = true
-			e := &env{t: t, kind: b.kind, brokers: b.broker(t), pgURL: b.database(t), http: &http.Client{
+			brokers, ctl := b.broker(t)
+			e := &env{t: t, kind: b.kind, brokers: brokers, broker: ctl, pgURL: b.database(t), http: &http.Client{
 				Timeout:   30 * time.Second,
 				Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
 			}}

@@ -16,12 +16,14 @@ import (
 
 func scenarios() []scenario {
 	return []scenario{
-		{"saga", testSaga},
-		{"flow", testFlow},
-		{"replay", testReplay},
-		{"idempotency", testIdempotency},
-		{"scale-out", testScaleOut},
-		{"processes", testProcesses},
+		{name: "saga", run: testSaga},
+		{name: "flow", run: testFlow},
+		{name: "replay", run: testReplay},
+		{name: "idempotency", run: testIdempotency},
+		{name: "scale-out", run: testScaleOut},
+		{name: "processes", run: testProcesses},
+		{name: "broker-restart-processes", run: testBrokerRestartProcesses, restartsBroker: true},
+		{name: "broker-kill-run", run: testBrokerKillRun, restartsBroker: true},
 	}
 }
 

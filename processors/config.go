@@ -163,6 +163,27 @@ func (c Config) topicManagerConfig() *goka.TopicManagerConfig {
 	return tm
 }
 
+// producerConfig is SaramaConfig for the processors' producers. Sarama's
+// producer fails a message at once, without its retries, when it has no
+// connection to the partition's leader and a metadata refresh fails
+// (partitionProducer.updateLeaderIfBrokerProducerIsNil): with the broker
+// away, every emit failed within seconds. Here the refresh itself retries
+// for BrokerRetry. Only the producer gets it: consumers and views refresh
+// with Sarama's short retries, or stopping them would wait that long.
+func (c Config) producerConfig() *sarama.Config {
+	cfg := c.SaramaConfig()
+	cfg.Metadata.Retry.Max, cfg.Metadata.Retry.BackoffFunc = retries(c.BrokerRetry)
+	return cfg
+}
+
+// backoff spaces Goka's reconnects of a view and restarts of a failed
+// partition. Goka's default waits in 10s steps up to 2 minutes: after a
+// broker restart, reads and orders would stall that long (measured: the
+// first order accepted 13.7s after the broker was back).
+func backoff() (goka.Backoff, error) {
+	return goka.NewSimpleBackoff(250*time.Millisecond, 2*time.Second), nil
+}
+
 // retries returns a retry count and a backoff (50ms doubling to 1s) whose
 // waits add up to at least window.
 func retries(window time.Duration) (int, func(retries, maxRetries int) time.Duration) {
@@ -250,14 +271,10 @@ func (c Config) processorOptions(group goka.Group, storageFailed func(error)) ([
 		goka.WithHasher(topology.Hasher()),
 		goka.WithStorageBuilder(sb),
 		goka.WithTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, tm)),
-		goka.WithConsumerGroupBuilder(goka.ConsumerGroupBuilderWithConfig(sc)),
+		goka.WithConsumerGroupBuilder(orderedCommits(goka.ConsumerGroupBuilderWithConfig(sc))),
 		goka.WithConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
-		goka.WithProducerBuilder(goka.ProducerBuilderWithConfig(sc)),
-		// Goka's default backoff waits 10s steps up to 2 minutes between
-		// restarts of a failed partition; orders would stall that long.
-		goka.WithBackoffBuilder(func() (goka.Backoff, error) {
-			return goka.NewSimpleBackoff(500*time.Millisecond, 10*time.Second), nil
-		}),
+		goka.WithProducerBuilder(goka.ProducerBuilderWithConfig(c.producerConfig())),
+		goka.WithBackoffBuilder(backoff),
 	}, nil
 }
 
@@ -287,6 +304,8 @@ func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc)
 		goka.WithViewTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, c.topicManagerConfig())),
 		goka.WithViewConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
 		goka.WithViewAutoReconnect(),
+		goka.WithViewBackoffBuilder(backoff),
+		goka.WithViewBackoffResetTimeout(time.Minute),
 	}
 	if onUpdate != nil {
 		opts = append(opts, goka.WithViewCallback(func(ctx goka.UpdateContext, s storage.Storage, key string, value []byte) error {

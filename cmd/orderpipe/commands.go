@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/app"
@@ -70,15 +71,13 @@ func (c *common) register(fs *flag.FlagSet) {
 	c.topology = topology.DefaultConfig()
 	fs.Var(&c.brokers, "brokers", "Kafka-protocol seed brokers, comma-separated; empty starts an in-process in-memory broker (not durable)")
 	fs.Func("partitions", "partitions of every topic (default 12)", func(v string) error {
-		var n int32
-		_, err := fmt.Sscan(v, &n)
-		c.topology.Partitions = n
+		n, err := strconv.ParseInt(v, 10, 32)
+		c.topology.Partitions = int32(n)
 		return err
 	})
 	fs.Func("replication", "replication factor of new topics; 0 = min(3, brokers) (default 0)", func(v string) error {
-		var n int16
-		_, err := fmt.Sscan(v, &n)
-		c.topology.ReplicationFactor = n
+		n, err := strconv.ParseInt(v, 10, 16)
+		c.topology.ReplicationFactor = int16(n)
 		return err
 	})
 	durationFlag(fs, &c.topology.StreamRetention, "stream-retention", c.topology.StreamRetention, "retention of stream topics")

@@ -53,11 +53,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	cmd, rest := args[0], args[1:]
-	var err error
 	roles, isRole := rolesFor(cmd)
+	// SIGHUP stops a one-shot command like SIGTERM; a role reloads what it
+	// can on it (see app.Config.Reload), so it is not in the context.
+	stopSignals := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !isRole {
+		stopSignals = append(stopSignals, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
+	defer stop()
+	var err error
 	switch {
 	case isRole:
 		err = runRoles(ctx, cmd, rest, roles, stdout, stderr)
@@ -110,6 +116,10 @@ func runRoles(ctx context.Context, name string, args []string, roles app.Roles, 
 	if roles.Ingest {
 		cfg.OnReady = func(addr string) { announce(stdout, addr) }
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg.Reload = hup
 	return app.Run(ctx, *cfg, roles)
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/orderpipe/orderpipe/ingest"
@@ -59,6 +60,10 @@ type Config struct {
 	// OnReady, if set, is called once every component of the process is
 	// ready, with the edge's address ("" without an edge).
 	OnReady func(edgeAddr string)
+	// Reload, if set, delivers reload requests (SIGHUP): an edge with an
+	// API keys file reloads it; a process with nothing to reload stops
+	// cleanly, as on SIGTERM.
+	Reload <-chan os.Signal
 }
 
 // Run runs the roles until ctx ends or one of them fails for good. The
@@ -93,6 +98,7 @@ func Run(ctx context.Context, cfg Config, roles Roles) error {
 		front.Go(func() error { return edge.Run(frontCtx) })
 	}
 	front.Go(func() error { announceReady(frontCtx, cfg.OnReady, edge, back, log); return nil })
+	front.Go(func() error { onReload(frontCtx, cfg.Reload, edge, stopFront, log); return nil })
 
 	frontErr := front.Wait()
 	stopBack()
@@ -117,6 +123,26 @@ func waitWithin(g *errgroup.Group, d time.Duration, what string) error {
 		return err
 	case <-t.C:
 		return fmt.Errorf("%s did not stop within %s", what, d)
+	}
+}
+
+// onReload serves reload requests until ctx ends: the edge reloads its API
+// keys; without keys to reload, the process stops as on SIGTERM.
+func onReload(ctx context.Context, reload <-chan os.Signal, edge *ingest.Edge, stop func(), log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+		}
+		if edge == nil || !edge.HasKeysFile() {
+			log.Info("SIGHUP: nothing to reload, stopping as on SIGTERM")
+			stop()
+			return
+		}
+		if err := edge.ReloadKeys(); err != nil {
+			log.Error("SIGHUP: API keys not reloaded", "err", err)
+		}
 	}
 }
 

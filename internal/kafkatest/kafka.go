@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +87,59 @@ func (k *Kafka) Brokers() []string {
 	return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port))}
 }
 
+// Stop stops the broker gracefully (SIGTERM: a controlled shutdown) and
+// keeps its data, for Start to bring it back on the same address.
+func (k *Kafka) Stop(ctx context.Context) error {
+	if out, err := k.run(ctx, "down"); err != nil {
+		return fmt.Errorf("stop kafka: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Start starts a stopped broker again on its data and address and waits
+// until it serves.
+func (k *Kafka) Start(ctx context.Context) error {
+	if out, err := k.run(ctx, "up"); err != nil {
+		return fmt.Errorf("start kafka: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Pid returns the broker's process id, or an error when it is not running.
+func (k *Kafka) Pid(ctx context.Context) (int, error) {
+	out, err := k.run(ctx, "status")
+	if err != nil {
+		return 0, fmt.Errorf("kafka is not running: %w\n%s", err, out)
+	}
+	m := regexp.MustCompile(`pid (\d+)`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no pid in kafka.sh status: %q", out)
+	}
+	return strconv.Atoi(string(m[1]))
+}
+
+// Kill SIGKILLs the broker (found by Pid: a process this test started) and
+// waits until it is gone. Start brings it back.
+func (k *Kafka) Kill(ctx context.Context) error {
+	pid, err := k.Pid(ctx)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill kafka pid %d: %w", pid, err)
+	}
+	for {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka pid %d still there after SIGKILL: %w", pid, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Close stops the broker and deletes its data.
 func (k *Kafka) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -135,6 +190,13 @@ func freePort() (int, error) {
 // directory, stops it when tb ends, and returns its seed brokers.
 func KafkaFor(tb testing.TB) []string {
 	tb.Helper()
+	return KafkaServerFor(tb).Brokers()
+}
+
+// KafkaServerFor is KafkaFor returning the broker itself, to stop, kill
+// and start it.
+func KafkaServerFor(tb testing.TB) *Kafka {
+	tb.Helper()
 	k, err := StartKafka(tb.Context(), tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
@@ -144,7 +206,7 @@ func KafkaFor(tb testing.TB) []string {
 			tb.Error(err)
 		}
 	})
-	return k.Brokers()
+	return k
 }
 
 // EnsureTopics creates the topology's topics on brokers.

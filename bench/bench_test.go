@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -18,15 +16,9 @@ import (
 	"github.com/orderpipe/orderpipe/bench"
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/valyala/fasthttp"
 )
-
-func logger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // orderBody is a 1-3 line order over skus SKUs.
 func orderBody(i, skus int) []byte {
@@ -108,7 +100,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func endToEnd(b *testing.B, k brokerKind) (finalRate float64) {
 	const orders, skus, warmup = 20000, 50, 10000
-	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger(), Brokers: k.start(b), FetchWait: k.fetchWait,
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: testlog.New(), Brokers: k.start(b), FetchWait: k.fetchWait,
 		Edge: func(c *ingest.Config) { c.MaxInFlight = 20000 }})
 	if err != nil {
 		b.Fatal(err)
@@ -187,7 +179,7 @@ func waitRows(b *testing.B, s *bench.System, n int) time.Time {
 // the edge shed (503) instead of queueing.
 func BenchmarkOverload(b *testing.B) {
 	const skus = 5
-	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger()})
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: testlog.New()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -240,7 +232,7 @@ func BenchmarkLatency(b *testing.B) {
 
 func latency(b *testing.B, k brokerKind) {
 	const orders, skus = 200, 10
-	s, err := bench.StartSystem(b.Context(), bench.Options{Log: logger(), Brokers: k.start(b), FetchWait: k.fetchWait})
+	s, err := bench.StartSystem(b.Context(), bench.Options{Log: testlog.New(), Brokers: k.start(b), FetchWait: k.fetchWait})
 	if err != nil {
 		b.Fatal(err)
 	}

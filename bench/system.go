@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/internal/apptest"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/valyala/fasthttp"
@@ -23,8 +24,7 @@ type System struct {
 	Addr        string
 	PostgresURL string
 	pg          *pglocal.Server
-	stop        context.CancelFunc
-	done        chan error
+	proc        *apptest.Process
 }
 
 // Options shape a System; the zero value runs on the embedded broker with
@@ -50,40 +50,21 @@ func StartSystem(ctx context.Context, o Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &System{pg: pg, PostgresURL: pg.URL(), done: make(chan error, 1)}
-	ready := make(chan string, 1)
-	cfg := app.Config{Brokers: o.Brokers, PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log, FetchWait: o.FetchWait,
-		OnReady: func(addr string) { ready <- addr }}
-	cfg.Ingest.Listen = "127.0.0.1:0"
+	cfg := app.Config{Brokers: o.Brokers, PostgresURL: pg.URL(), Topology: topology.DefaultConfig(), Logger: log, FetchWait: o.FetchWait}
 	if o.Edge != nil {
 		o.Edge(&cfg.Ingest)
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	s.stop = stop
-	go func() {
-		s.done <- app.Run(runCtx, cfg, app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true})
-	}()
-	select {
-	case s.Addr = <-ready:
-		return s, nil
-	case err := <-s.done:
+	proc, err := apptest.Start(cfg, app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true})
+	if err != nil {
 		_ = pg.Close(context.Background())
-		return nil, fmt.Errorf("system stopped before ready: %w", err)
-	case <-time.After(2 * time.Minute):
-		s.Close()
-		return nil, fmt.Errorf("system not ready within 2 minutes")
+		return nil, err
 	}
+	return &System{Addr: proc.Addr, PostgresURL: pg.URL(), pg: pg, proc: proc}, nil
 }
 
 // Close stops the system and removes its database.
 func (s *System) Close() error {
-	s.stop()
-	var err error
-	select {
-	case err = <-s.done:
-	case <-time.After(time.Minute):
-		err = fmt.Errorf("system did not stop within a minute")
-	}
+	err := s.proc.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if cerr := s.pg.Close(ctx); err == nil {

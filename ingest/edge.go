@@ -89,8 +89,8 @@ type Edge struct {
 	own      wiring
 
 	keys    atomic.Pointer[keyring] // nil: authentication is off
-	anon    *client      // the caller when authentication is off
-	limiter *rateLimiter // nil: no rate limit
+	anon    *client                 // the caller when authentication is off
+	limiter *rateLimiter            // nil: no rate limit
 	adm     *admission
 	idem    *idempotency
 	doubt   *doubt

@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/lovoo/goka"
@@ -30,13 +28,6 @@ import (
 // with real Goka views of the tables. The orders processor is simulated by
 // writing *saga.OrderState records straight into the orders-table
 // topic, which is what the view reads.
-
-func testLogger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // testPartitions keeps view start-up quick; co-partitioning only needs one
 // count for all topics.
@@ -85,11 +76,11 @@ func newHarness(t testing.TB, opt options) *harness {
 	h.adm = kadm.NewClient(h.writer)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := h.topology.Ensure(ctx, h.adm, testLogger()); err != nil {
+	if err := h.topology.Ensure(ctx, h.adm, testlog.New()); err != nil {
 		t.Fatal(err)
 	}
 
-	vcfg := processors.Config{Brokers: h.brokers, DataDir: t.TempDir(), Topology: h.topology, Logger: testLogger()}
+	vcfg := processors.Config{Brokers: h.brokers, DataDir: t.TempDir(), Topology: h.topology, Logger: testlog.New()}
 	// The edge is built after the views but its OrderUpdated is needed by
 	// the orders view: route the callback through h.edge, set below before
 	// any view runs.
@@ -114,7 +105,7 @@ func newHarness(t testing.TB, opt options) *harness {
 	if opt.ordersView != nil {
 		orders = opt.ordersView(orders)
 	}
-	h.edge, err = build(cfg, Deps{Logger: testLogger(), Registry: h.reg, Checks: opt.checks}, wiring{producer: h.producer, orders: orders, stock: h.stock})
+	h.edge, err = build(cfg, Deps{Logger: testlog.New(), Registry: h.reg, Checks: opt.checks}, wiring{producer: h.producer, orders: orders, stock: h.stock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/apptest"
+	"github.com/orderpipe/orderpipe/internal/await"
 
 	"github.com/orderpipe/orderpipe/internal/app"
 	"github.com/orderpipe/orderpipe/topology"
@@ -98,54 +100,17 @@ func runSuite(t *testing.T, b backend) {
 	t.Logf("scenario suite on %s: %d passed, %d failed", b.kind, passed, failed)
 }
 
-// role is one app.Run in this process; stop ends it and checks it returned
-// cleanly.
-type role struct {
-	addr string
-	stop func()
-}
-
-// start runs the given roles against the scenario's cluster and database.
-func (e *env) start(roles app.Roles, dataDir string) *role {
+// start runs the given roles in this process against the scenario's
+// cluster and database, until the test ends or Stop.
+func (e *env) start(roles app.Roles, dataDir string) *apptest.Process {
 	e.t.Helper()
-	ready := make(chan string, 1)
-	cfg := app.Config{
-		Brokers: e.brokers, PostgresURL: e.pgURL, DataDir: dataDir,
-		Topology: topology.DefaultConfig(), Logger: logger(),
-		OnReady: func(addr string) { ready <- addr },
-	}
-	cfg.Ingest.Listen = "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, roles) }()
-	var once sync.Once
-	r := &role{stop: func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					e.t.Errorf("roles %+v: %v", roles, err)
-				}
-			case <-time.After(90 * time.Second):
-				e.t.Errorf("roles %+v did not stop within 90s", roles)
-			}
-		})
-	}}
-	e.t.Cleanup(r.stop)
-	select {
-	case r.addr = <-ready:
-	case err := <-done:
-		once.Do(func() {})
-		e.t.Fatalf("roles %+v stopped before ready: %v", roles, err)
-	case <-time.After(3 * time.Minute):
-		e.t.Fatalf("roles %+v not ready within 3 minutes", roles)
-	}
-	return r
+	return apptest.StartFor(e.t, app.Config{
+		Brokers: e.brokers, PostgresURL: e.pgURL, DataDir: dataDir, Topology: topology.DefaultConfig(),
+	}, roles)
 }
 
 // startAll runs every role in one process, creating the topics.
-func (e *env) startAll() *role {
+func (e *env) startAll() *apptest.Process {
 	return e.start(app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
 }
 

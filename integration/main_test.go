@@ -3,8 +3,6 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/pglocal"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 )
 
 // Shared by every test of the package: one PostgreSQL server (each scenario
@@ -41,7 +40,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build orderpipe:", err)
 		return 1
 	}
-	pg, err = pglocal.Start(ctx, pglocal.Config{Logger: logger()})
+	pg, err = pglocal.Start(ctx, pglocal.Config{Logger: testlog.New()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -52,11 +51,4 @@ func run(m *testing.M) int {
 		_ = pg.Close(cctx)
 	}()
 	return m.Run()
-}
-
-func logger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }

@@ -238,9 +238,9 @@ func testScaleOut(e *env) {
 	before := e.awaitOwners("proc-1", "proc-2")
 	// Enough stock that orders after the restart still reserve some.
 	initial := stockOf(10, 500)
-	e.setStock(edge.addr, initial)
+	e.setStock(edge.Addr, initial)
 	orders := randomOrders(1200, 10, 3)
-	ids := e.submit(edge.addr, orders[:300])
+	ids := e.submit(edge.Addr, orders[:300])
 	// Kill while orders are being submitted and the first ones are still
 	// uncommitted: the survivor must replay them from its predecessor's
 	// last commit without reserving twice.
@@ -250,7 +250,7 @@ func testScaleOut(e *env) {
 	}
 	during := make(chan result, 1)
 	go func() {
-		ids, err := e.trySubmit(edge.addr, orders[300:600], submitConcurrency)
+		ids, err := e.trySubmit(edge.Addr, orders[300:600], submitConcurrency)
 		during <- result{ids, err}
 	}()
 	lag := e.lag()
@@ -265,16 +265,16 @@ func testScaleOut(e *env) {
 	ids = append(ids, r.ids...)
 	after := e.awaitOwners("proc-2")
 	e.t.Logf("input partitions owned before the kill %v; after %v", before, after)
-	ids = append(ids, e.submit(edge.addr, orders[600:900])...)
-	e.final(edge.addr, ids, 3*time.Minute)
+	ids = append(ids, e.submit(edge.Addr, orders[600:900])...)
+	e.final(edge.Addr, ids, 3*time.Minute)
 
 	// The machine comes back: proc-1 restarts on the table state its
 	// SIGKILL left on disk, takes back its share, and the flow goes on.
 	e.spawnRole("proc-1", "process", "--data-dir", dir1).ready(e)
 	e.awaitOwners("proc-1", "proc-2")
 	e.t.Logf("proc-1 restarted on its old data dir and shares the partitions again")
-	ids = append(ids, e.submit(edge.addr, orders[900:])...)
-	got := e.final(edge.addr, ids, 3*time.Minute)
+	ids = append(ids, e.submit(edge.Addr, orders[900:])...)
+	got := e.final(edge.Addr, ids, 3*time.Minute)
 	confirmed := 0
 	for _, id := range ids[900:] {
 		if got[id]["status"] == "confirmed" {
@@ -285,7 +285,7 @@ func testScaleOut(e *env) {
 		e.t.Error("no order after the restart was confirmed: the restarted process reserved nothing")
 	}
 	e.t.Logf("%d of the 300 orders after the restart confirmed; all %d final", confirmed, len(ids))
-	stock := e.checkConservation(edge.addr, initial, got)
+	stock := e.checkConservation(edge.Addr, initial, got)
 	e.checkPostgres(got, stock)
 }
 

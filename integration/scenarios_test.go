@@ -3,9 +3,10 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"math/rand/v2"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/await"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/internal/app"
@@ -31,13 +32,13 @@ func scenarios() []scenario {
 // a rejected order is released), and an unknown SKU.
 func testSaga(e *env) {
 	r := e.startAll()
-	e.setStock(r.addr, map[string]int{"A": 5, "B": 1})
-	first := e.submit(r.addr, []order{newOrder(line{"A", 2, 100}, line{"B", 1, 100})})
-	e.final(r.addr, first, time.Minute)
-	second := e.submit(r.addr, []order{newOrder(line{"A", 2, 100}, line{"B", 1, 100})})
-	e.final(r.addr, second, time.Minute)
-	rest := e.submit(r.addr, []order{newOrder(line{"A", 3, 100}), newOrder(line{"NOSUCH", 1, 100})})
-	got := e.final(r.addr, append(append(first, second...), rest...), time.Minute)
+	e.setStock(r.Addr, map[string]int{"A": 5, "B": 1})
+	first := e.submit(r.Addr, []order{newOrder(line{"A", 2, 100}, line{"B", 1, 100})})
+	e.final(r.Addr, first, time.Minute)
+	second := e.submit(r.Addr, []order{newOrder(line{"A", 2, 100}, line{"B", 1, 100})})
+	e.final(r.Addr, second, time.Minute)
+	rest := e.submit(r.Addr, []order{newOrder(line{"A", 3, 100}), newOrder(line{"NOSUCH", 1, 100})})
+	got := e.final(r.Addr, append(append(first, second...), rest...), time.Minute)
 	want := map[string]string{first[0]: "confirmed", second[0]: "rejected", rest[0]: "confirmed", rest[1]: "rejected"}
 	for id, st := range want {
 		if got[id]["status"] != st {
@@ -47,7 +48,7 @@ func testSaga(e *env) {
 	if got[second[0]]["reason"] == nil {
 		e.t.Errorf("rejected order without a reason: %v", got[second[0]])
 	}
-	e.checkConservation(r.addr, map[string]int{"A": 5, "B": 1}, got)
+	e.checkConservation(r.Addr, map[string]int{"A": 5, "B": 1}, got)
 }
 
 // randomOrders makes n orders of 1-3 distinct SKUs among skus.
@@ -77,10 +78,10 @@ func stockOf(skus, n int) map[string]int {
 func testFlow(e *env) {
 	r := e.startAll()
 	initial := stockOf(10, 40)
-	e.setStock(r.addr, initial)
-	ids := e.submit(r.addr, randomOrders(400, 10, 1))
-	got := e.final(r.addr, ids, 2*time.Minute)
-	stock := e.checkConservation(r.addr, initial, got)
+	e.setStock(r.Addr, initial)
+	ids := e.submit(r.Addr, randomOrders(400, 10, 1))
+	got := e.final(r.Addr, ids, 2*time.Minute)
+	stock := e.checkConservation(r.Addr, initial, got)
 	e.checkPostgres(got, stock)
 }
 
@@ -140,12 +141,14 @@ func testReplay(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
 	proc := e.start(app.Roles{Process: true}, e.t.TempDir())
 	initial := stockOf(8, 30)
-	e.setStock(edge.addr, initial)
-	ids := e.submit(edge.addr, randomOrders(300, 8, 2))
-	before := e.final(edge.addr, ids, 2*time.Minute)
-	stock := e.checkConservation(edge.addr, initial, before)
+	e.setStock(edge.Addr, initial)
+	ids := e.submit(edge.Addr, randomOrders(300, 8, 2))
+	before := e.final(edge.Addr, ids, 2*time.Minute)
+	stock := e.checkConservation(edge.Addr, initial, before)
 	e.waitLag(0)
-	proc.stop()
+	if err := proc.Stop(); err != nil {
+		e.t.Fatalf("stop the processors: %v", err)
+	}
 
 	e.rewind()
 	if l := e.lag(); l == 0 {
@@ -153,13 +156,13 @@ func testReplay(e *env) {
 	}
 	e.start(app.Roles{Process: true}, e.t.TempDir())
 	e.waitLag(0)
-	after := e.final(edge.addr, ids, time.Minute)
+	after := e.final(edge.Addr, ids, time.Minute)
 	for _, id := range ids {
 		if before[id]["status"] != after[id]["status"] || before[id]["version"] != after[id]["version"] {
 			e.t.Errorf("order %s changed in the replay: %v → %v", id, before[id], after[id])
 		}
 	}
-	if again := e.checkConservation(edge.addr, initial, after); fmt.Sprint(again) != fmt.Sprint(stock) {
+	if again := e.checkConservation(edge.Addr, initial, after); fmt.Sprint(again) != fmt.Sprint(stock) {
 		e.t.Errorf("stock changed in the replay: %v → %v", stock, again)
 	}
 	e.checkPostgres(after, stock)
@@ -229,27 +232,27 @@ func (e *env) waitLag(want int64) {
 // order id and one order; with another body it is refused.
 func testIdempotency(e *env) {
 	r := e.startAll()
-	e.setStock(r.addr, map[string]int{"I": 10})
+	e.setStock(r.Addr, map[string]int{"I": 10})
 	o := newOrder(line{"I", 1, 5})
 	hdr := map[string]string{"Idempotency-Key": "key-1"}
-	code1, b1 := e.do(r.addr, "POST", "/v1/orders", o, hdr)
-	code2, b2 := e.do(r.addr, "POST", "/v1/orders", o, hdr)
+	code1, b1 := e.do(r.Addr, "POST", "/v1/orders", o, hdr)
+	code2, b2 := e.do(r.Addr, "POST", "/v1/orders", o, hdr)
 	if code1 != 202 || code2 != 202 || b1["order_id"] == nil || b1["order_id"] != b2["order_id"] {
 		e.t.Fatalf("same key, same body: %d %v then %d %v; want one order id twice", code1, b1, code2, b2)
 	}
 	id := b1["order_id"].(string)
-	e.final(r.addr, []string{id}, time.Minute)
-	code3, b3 := e.do(r.addr, "POST", "/v1/orders", o, hdr)
+	e.final(r.Addr, []string{id}, time.Minute)
+	code3, b3 := e.do(r.Addr, "POST", "/v1/orders", o, hdr)
 	if code3 != 202 || b3["order_id"] != id {
 		e.t.Errorf("replay after the order is final: %d %v, want 202 with %s", code3, b3, id)
 	}
 	o.Items[0].Quantity = 2
-	if code, body := e.do(r.addr, "POST", "/v1/orders", o, hdr); code != 422 {
+	if code, body := e.do(r.Addr, "POST", "/v1/orders", o, hdr); code != 422 {
 		e.t.Errorf("same key, other body: %d %v; want 422", code, body)
 	}
 	// One order, one unit sold: the retries created nothing.
 	await.Until(e.t, "one unit sold", time.Minute, func() error {
-		_, st := e.do(r.addr, "GET", "/v1/inventory/I", nil, nil)
+		_, st := e.do(r.Addr, "GET", "/v1/inventory/I", nil, nil)
 		if st["sold"] != float64(1) || st["available"] != float64(9) || st["reserved"] != float64(0) {
 			return fmt.Errorf("stock after retries: %v, want 1 sold, 9 available", st)
 		}

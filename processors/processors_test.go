@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/internal/membroker"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/orderpipe/orderpipe/saga"
 
 	"github.com/lovoo/goka"
@@ -24,13 +22,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-func testLogger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // harness is a cluster with the topology's topics, a producer that
 // partitions like the edge, and views of both tables.
@@ -53,7 +44,7 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(c.Close)
 	h := &harness{t: t, brokers: c.Brokers(), topology: topology.DefaultConfig()}
 	h.topology.Partitions = 6
-	if err := kafkatest.EnsureTopics(t.Context(), h.brokers, h.topology, testLogger()); err != nil {
+	if err := kafkatest.EnsureTopics(t.Context(), h.brokers, h.topology, testlog.New()); err != nil {
 		t.Fatal(err)
 	}
 	h.cl, err = kgo.NewClient(kgo.SeedBrokers(h.brokers...), kgo.RecordPartitioner(topology.Partitioner()), kgo.ProducerLinger(time.Millisecond))
@@ -81,7 +72,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 func (h *harness) config(dataDir string) processors.Config {
-	return processors.Config{Brokers: h.brokers, DataDir: dataDir, Topology: h.topology, Logger: testLogger()}
+	return processors.Config{Brokers: h.brokers, DataDir: dataDir, Topology: h.topology, Logger: testlog.New()}
 }
 
 // runInBackground runs fn until the test ends and checks it returned cleanly.

@@ -6,28 +6,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/orderpipe/orderpipe/internal/await"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orderpipe/orderpipe/internal/apptest"
+	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/internal/app"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/topology"
 )
-
-func testLogger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // system is one `orderpipe run` process on the in-process broker with a
 // real PostgreSQL, reached over HTTP like a user would.
@@ -41,7 +35,7 @@ type system struct {
 
 func startSystem(t *testing.T) *system {
 	t.Helper()
-	pg, err := pglocal.Start(t.Context(), pglocal.Config{Logger: testLogger()})
+	pg, err := pglocal.Start(t.Context(), pglocal.Config{Logger: testlog.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,38 +48,9 @@ func startSystem(t *testing.T) *system {
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
 	}}
-	ready := make(chan string, 1)
-	cfg := app.Config{
-		PostgresURL: s.url,
-		Topology:    topology.DefaultConfig(),
-		Logger:      testLogger(),
-		OnReady:     func(addr string) { ready <- addr },
-	}
-	cfg.Ingest.Listen = "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, cfg, app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("app.Run: %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Errorf("app.Run did not return within 60s of the stop")
-		}
-	})
-	select {
-	case addr := <-ready:
-		s.base = "http://" + addr
-	case err := <-done:
-		t.Fatalf("app.Run returned before ready: %v", err)
-	case <-time.After(90 * time.Second):
-		t.Fatal("not ready within 90s")
-	}
+	proc := apptest.StartFor(t, app.Config{PostgresURL: s.url, Topology: topology.DefaultConfig()},
+		app.Roles{Ingest: true, Process: true, Sink: true, EnsureTopics: true})
+	s.base = "http://" + proc.Addr
 	return s
 }
 

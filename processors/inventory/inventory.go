@@ -97,6 +97,9 @@ func (p *Processor) replay(ctx goka.Context, st *saga.StockState, cmd *saga.Inve
 	if p.metrics != nil {
 		p.metrics.Command(cmd.Kind, true)
 	}
+	// Write the state again: after a failed changelog write the local
+	// state may be ahead of the changelog (see orders.Processor.replay).
+	ctx.SetValue(st)
 	if cmd.Kind != saga.CmdReserve {
 		return
 	}

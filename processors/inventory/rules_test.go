@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"reflect"
 	"sort"
 	"strconv"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/tester"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
@@ -157,13 +156,6 @@ func (m *recorder) take() ([]counted, int) {
 	return c, d
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 // gokaLogger sends Goka's messages to testLogger at debug level.
 type gokaLogger struct{ l *slog.Logger }
 
@@ -186,8 +178,8 @@ func newRig(t *testing.T) *rig {
 	t.Helper()
 	tt := tester.New(t)
 	m := &recorder{}
-	p := inventory.New(testLogger(), m, func() time.Time { return now })
-	proc, err := goka.NewProcessor(nil, p.Graph(), goka.WithTester(tt), goka.WithLogger(gokaLogger{testLogger()}))
+	p := inventory.New(testlog.New(), m, func() time.Time { return now })
+	proc, err := goka.NewProcessor(nil, p.Graph(), goka.WithTester(tt), goka.WithLogger(gokaLogger{testlog.New()}))
 	if err != nil {
 		t.Fatalf("new processor: %v", err)
 	}

@@ -183,6 +183,10 @@ func (p *Processor) answered(ctx goka.Context, st *saga.OrderState, line *saga.L
 		})
 		return
 	}
+	// Write the state again: if the table write of the first answer
+	// reached only local storage (its changelog write failed, and so did
+	// the processor), this makes it real.
+	ctx.SetValue(st)
 	if st.Status.Final() {
 		p.settle(ctx, st)
 	}
@@ -191,8 +195,16 @@ func (p *Processor) answered(ctx goka.Context, st *saga.OrderState, line *saga.L
 // replay handles an input for an order whose effects may be partly lost:
 // re-send the Reserve of lines still awaiting an answer, or the Commit or
 // Release of a final order. Every one of them is idempotent in the inventory.
+//
+// The state is written again as it is. Goka writes local storage before
+// the changelog, so after a failed changelog write (the processor then
+// fails, and the input is replayed: commits never pass it) the local state
+// can be ahead of the changelog, which views, the sink and other instances
+// read; this is what brings the changelog up to it. Readers see the same
+// version again, which changes nothing.
 func (p *Processor) replay(ctx goka.Context, st *saga.OrderState) {
 	p.replayed()
+	ctx.SetValue(st)
 	if st.Status.Final() {
 		p.settle(ctx, st)
 		return

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"reflect"
 	"strconv"
 	"sync"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/tester"
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/processors/orders"
 	"github.com/orderpipe/orderpipe/saga"
@@ -153,13 +152,6 @@ func (m *recorder) take() (finals []saga.Status, replays, dead int) {
 	return finals, replays, dead
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("ORDERPIPE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 // gokaLogger sends Goka's messages to testLogger at debug level.
 type gokaLogger struct{ l *slog.Logger }
 
@@ -195,8 +187,8 @@ func newRig(t *testing.T, limits orders.Limits) *rig {
 	m := &recorder{}
 	var ticks atomic.Uint64
 	clock := func() time.Time { return at(ticks.Add(1)) }
-	p := orders.New(testLogger(), m, clock, limits)
-	proc, err := goka.NewProcessor(nil, p.Graph(), goka.WithTester(tt), goka.WithLogger(gokaLogger{testLogger()}))
+	p := orders.New(testlog.New(), m, clock, limits)
+	proc, err := goka.NewProcessor(nil, p.Graph(), goka.WithTester(tt), goka.WithLogger(gokaLogger{testlog.New()}))
 	if err != nil {
 		t.Fatalf("new processor: %v", err)
 	}
@@ -717,7 +709,7 @@ type sagaRig struct {
 func newSagaRig(t *testing.T) *sagaRig {
 	o := newRig(t, orders.Limits{})
 	inv := tester.New(t)
-	proc, err := goka.NewProcessor(nil, inventory.New(testLogger(), nil, nil).Graph(), goka.WithTester(inv), goka.WithLogger(gokaLogger{testLogger()}))
+	proc, err := goka.NewProcessor(nil, inventory.New(testlog.New(), nil, nil).Graph(), goka.WithTester(inv), goka.WithLogger(gokaLogger{testlog.New()}))
 	if err != nil {
 		t.Fatalf("new inventory processor: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,16 +20,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
 // waitTimeout bounds every wait for a condition in these tests.
 const waitTimeout = 30 * time.Second
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
 
 var dbNameUnsafe = regexp.MustCompile(`[^a-z0-9]+`)
 
@@ -96,7 +92,7 @@ func newKafka(t testing.TB) *kafka {
 	}
 	t.Cleanup(cl.Close)
 	adm := kadm.NewClient(cl)
-	if err := topology.DefaultConfig().Ensure(t.Context(), adm, testLogger(t)); err != nil {
+	if err := topology.DefaultConfig().Ensure(t.Context(), adm, testlog.New()); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
 	return &kafka{brokers: c.ListenAddrs(), cl: cl, adm: adm}
@@ -222,7 +218,7 @@ func startSink(t testing.TB, k *kafka, pool *pgxpool.Pool, cfg Config, reg ...pr
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 200*time.Millisecond
 	}
-	deps := Deps{Pool: pool, Logger: testLogger(t), Registerer: prometheus.NewPedanticRegistry()}
+	deps := Deps{Pool: pool, Logger: testlog.New(), Registerer: prometheus.NewPedanticRegistry()}
 	if len(reg) > 0 {
 		deps.Registerer = reg[0]
 	}

@@ -22,7 +22,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/supervise"
@@ -307,7 +306,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.stoppingOnce.Do(func() { close(e.stopping) })
 	errs := []error{runErr, e.shutdownServer(served), e.flushProducer()}
 	stopViews()
-	if err := waitWithin(&views, e.cfg.ShutdownTimeout); err != nil {
+	if err := supervise.WaitWithin(&views, e.cfg.ShutdownTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("ingest: stop views: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -344,20 +343,6 @@ func (e *Edge) flushProducer() error {
 		return fmt.Errorf("ingest: flush the producer (%d records in doubt): %w", e.doubt.total(), err)
 	}
 	return nil
-}
-
-// waitWithin waits for g, or returns an error after d.
-func waitWithin(g *errgroup.Group, d time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- g.Wait() }()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("not stopped within %s", d)
-	}
 }
 
 // ReloadKeys reads the API keys file again and, if it is valid, serves

@@ -24,7 +24,22 @@
 // Goka commits an input offset only after the table write and every emit of
 // that message were acknowledged, so a crash or rebalance replays input whose
 // effects may already be in the table (or may be half there: the table write
-// landed, an emit did not). Every handler is therefore idempotent:
+// landed, an emit did not). Two holes in that promise are closed by
+// package processors and the handlers:
+//
+//   - Goka marks messages as they complete, in any order, and Sarama's marks
+//     only move forward: a later message acknowledged before an earlier one
+//     failed would commit past it, and the earlier one would never be
+//     replayed (seen on a broker restart: orders pending for good). The
+//     consumer groups are wrapped so that a commit never passes a message
+//     delivered and not yet completed.
+//   - Goka writes local storage before the changelog. When the changelog
+//     write fails, the local state is ahead of what views, the sink and other
+//     instances read. Every replay path writes the state again as it is,
+//     which brings the changelog up to it (readers see the same version
+//     again, a no-op).
+//
+// Every handler is therefore idempotent:
 //
 //   - Inventory keeps, per SKU, LastOffset: the offset of the last
 //     inventory.commands record it applied. All commands for a SKU live in one

@@ -102,28 +102,13 @@ func Run(ctx context.Context, cfg Config, roles Roles) error {
 
 	frontErr := front.Wait()
 	stopBack()
-	err = errors.Join(frontErr, waitWithin(backs, cfg.StopTimeout, "processors and sink"))
+	err = errors.Join(frontErr, stopErr(supervise.WaitWithin(backs, cfg.StopTimeout)))
 	if err == nil {
 		// Said for every role, so that an operator sees a clean stop
 		// (offsets committed, producers flushed) apart from a crash.
 		log.Info("orderpipe stopped")
 	}
 	return err
-}
-
-// waitWithin waits for g, or returns an error after d. On that error the
-// process is about to exit, which ends what g still runs.
-func waitWithin(g *errgroup.Group, d time.Duration, what string) error {
-	done := make(chan error, 1)
-	go func() { done <- g.Wait() }()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return fmt.Errorf("%s did not stop within %s", what, d)
-	}
 }
 
 // onReload serves reload requests until ctx ends: the edge reloads its API
@@ -144,6 +129,13 @@ func onReload(ctx context.Context, reload <-chan os.Signal, edge *ingest.Edge, s
 			log.Error("SIGHUP: API keys not reloaded", "err", err)
 		}
 	}
+}
+
+func stopErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("processors and sink: %w", err)
+	}
+	return nil
 }
 
 // announceReady waits until the edge listens and every role is ready, then

@@ -14,6 +14,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // permanent marks an error that restarting cannot cure.
@@ -143,5 +145,21 @@ func Restart(ctx context.Context, name string, p Policy, status *Status, log *sl
 		case <-t.C:
 		}
 		wait = min(2*wait, p.MaxBackoff)
+	}
+}
+
+// WaitWithin waits for g, or returns an error after d. After that error
+// the caller is about to give up on what g runs (the process exits), and
+// the goroutine waiting for g goes with it.
+func WaitWithin(g *errgroup.Group, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("not stopped within %s", d)
 	}
 }

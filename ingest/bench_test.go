@@ -17,7 +17,7 @@ import (
 // answers 202 without reading or producing anything. orders/s is the edge's
 // throughput, null-req/s the HTTP stack's alone, and edge/null what the edge
 // keeps of it. No processor runs: each client reports its order final to
-// OrderUpdated as soon as it is accepted, as the orders view would, so that
+// orderUpdated as soon as it is accepted, as the orders view would, so that
 // admission control (at its default) sees orders complete.
 func BenchmarkPostOrder(b *testing.B) {
 	h := newHarness(b, options{})
@@ -69,7 +69,7 @@ func BenchmarkPostOrder(b *testing.B) {
 	}
 
 	b.ResetTimer()
-	edge := run(h.edge.Addr(), func(id string) { h.edge.OrderUpdated(id, finalState) })
+	edge := run(h.edge.Addr(), func(id string) { h.edge.orderUpdated(id, finalState) })
 	b.StopTimer()
 	nullTook := run(ln.Addr().String(), nil)
 

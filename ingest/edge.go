@@ -131,7 +131,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	vc := cfg.viewsConfig(log)
 	var e *Edge // set below, before any view runs
 	orders := &tableView{name: "orders view", log: log, build: func() (*goka.View, error) {
-		return vc.NewOrdersView(func(key string, value []byte) { e.OrderUpdated(key, value) })
+		return vc.NewOrdersView(func(key string, value []byte) { e.orderUpdated(key, value) })
 	}}
 	stock := &tableView{name: "inventory view", log: log, build: func() (*goka.View, error) {
 		return vc.NewInventoryView(nil)
@@ -382,11 +382,11 @@ func (e *Edge) Addr() string {
 // Such a server should set the limits Run sets.
 func (e *Edge) Handler() fasthttp.RequestHandler { return e.handler }
 
-// OrderUpdated must be called with every record the orders view applies
-// (wire it as the view's processors.UpdateFunc); value is only read during
+// orderUpdated is called with every record the orders view applies (New
+// wires it as the view's processors.UpdateFunc); value is only read during
 // the call. It frees the admission slot of an order that turned final and
 // wakes the ?wait= requests waiting on it. It never blocks.
-func (e *Edge) OrderUpdated(key string, value []byte) {
+func (e *Edge) orderUpdated(key string, value []byte) {
 	e.idem.visible(key)
 	if value != nil {
 		st, err := saga.DecodeOrderState(value)

@@ -81,10 +81,10 @@ func newHarness(t testing.TB, opt options) *harness {
 	}
 
 	vcfg := processors.Config{Brokers: h.brokers, DataDir: t.TempDir(), Topology: h.topology, Logger: testlog.New()}
-	// The edge is built after the views but its OrderUpdated is needed by
+	// The edge is built after the views but its orderUpdated is needed by
 	// the orders view: route the callback through h.edge, set below before
 	// any view runs.
-	if h.orders, err = vcfg.NewOrdersView(func(key string, value []byte) { h.edge.OrderUpdated(key, value) }); err != nil {
+	if h.orders, err = vcfg.NewOrdersView(func(key string, value []byte) { h.edge.orderUpdated(key, value) }); err != nil {
 		t.Fatal(err)
 	}
 	if h.stock, err = vcfg.NewInventoryView(nil); err != nil {

@@ -99,7 +99,7 @@ type itemJSON struct {
 }
 
 // getOrder is GET /v1/orders/{id}[?wait=2s]. With wait, a request for an
-// order that is not final (or not visible yet) sleeps until OrderUpdated
+// order that is not final (or not visible yet) sleeps until orderUpdated
 // reports it final, the time is up or the edge shuts down, then answers
 // with what the view shows.
 func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {

@@ -4,7 +4,7 @@ import "sync"
 
 // waiters lets GET /v1/orders/{id}?wait= sleep until the orders view
 // reports the order final, without polling: each waited-on order id has a
-// channel that OrderUpdated closes. Waiters register before they read the
+// channel that orderUpdated closes. Waiters register before they read the
 // view, so an update between their read and their sleep still wakes them.
 // Entries live only while someone waits, so the map is bounded by the
 // requests in flight. It is safe for concurrent use.

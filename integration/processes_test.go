@@ -324,4 +324,18 @@ func testProcesses(e *env) {
 	stock := e.checkConservation(edge, initial, got)
 	e.checkPostgres(got, stock)
 	e.t.Logf("API and Postgres checked %s after the start", time.Since(began).Round(time.Millisecond))
+
+	// SIGHUP: a role with nothing to reload stops as on SIGTERM, cleanly.
+	sink := roles[3]
+	if err := sink.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		e.t.Fatal(err)
+	}
+	select {
+	case <-sink.exited:
+	case <-time.After(60 * time.Second):
+		e.t.Fatalf("sink-1 did not stop within 60s of SIGHUP")
+	}
+	if !sink.cmd.ProcessState.Success() || !bytes.Contains(sink.output(), []byte("SIGHUP: nothing to reload")) {
+		e.t.Errorf("sink-1 on SIGHUP: %v, want a clean stop saying why: %s", sink.cmd.ProcessState, tail(sink.output(), 1000))
+	}
 }

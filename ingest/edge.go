@@ -130,18 +130,12 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	}
 	vc := cfg.viewsConfig(log)
 	var e *Edge // set below, before any view runs
-	orders := &tableView{name: "orders view", log: log, build: func() (*goka.View, error) {
-		return vc.NewOrdersView(func(key string, value []byte) { e.orderUpdated(key, value) })
+	orders := &tableView{name: "orders view", log: log, open: func() (*goka.View, func() error, error) {
+		return vc.OpenOrdersView(func(key string, value []byte) { e.orderUpdated(key, value) })
 	}}
-	stock := &tableView{name: "inventory view", log: log, build: func() (*goka.View, error) {
-		return vc.NewInventoryView(nil)
+	stock := &tableView{name: "inventory view", log: log, open: func() (*goka.View, func() error, error) {
+		return vc.OpenInventoryView(nil)
 	}}
-	// Build one of each now, so that a configuration Goka refuses fails New.
-	for _, v := range []*tableView{orders, stock} {
-		if _, err := v.build(); err != nil {
-			return nil, fmt.Errorf("ingest: %w", err)
-		}
-	}
 	producer, err := newProducer(cfg)
 	if err != nil {
 		return nil, err

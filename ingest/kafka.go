@@ -77,8 +77,10 @@ var errViewDown = errors.New("the view is restarting")
 // tableView is a View of one table that the edge runs, and rebuilds when
 // Goka gives up on it (a Goka view runs once). Reads go to the current view.
 type tableView struct {
-	name   string
-	build  func() (*goka.View, error)
+	name string
+	// open builds a view and the func that closes the clients Goka opens
+	// for it and never closes.
+	open   func() (*goka.View, func() error, error)
 	cur    atomic.Pointer[goka.View]
 	status supervise.Status
 	log    *slog.Logger
@@ -114,10 +116,15 @@ func (v *tableView) check() error {
 // Run runs the view until ctx ends, rebuilding it after a failure.
 func (v *tableView) Run(ctx context.Context) error {
 	return supervise.Restart(ctx, v.name, supervise.Policy{MaxBackoff: 5 * time.Second}, &v.status, v.log, func(ctx context.Context) error {
-		view, err := v.build()
+		view, closeClients, err := v.open()
 		if err != nil {
 			return err
 		}
+		defer func() {
+			if err := closeClients(); err != nil {
+				v.log.Debug("close the clients of a view", "view", v.name, "err", err)
+			}
+		}()
 		v.cur.Store(view)
 		defer v.cur.Store(nil)
 		if err := view.Run(ctx); err != nil && ctx.Err() == nil {

@@ -285,24 +285,47 @@ type UpdateFunc func(key string, value []byte)
 // NewView builds a view of table that calls onUpdate (may be nil) after
 // every applied record. Views hold every partition, so they serve reads for
 // any key; they answer before they have recovered, so callers must gate on
-// View.Recovered.
+// View.Recovered. Goka never closes the Sarama consumer and topic manager
+// it opens for a view; a view built once per process can live with that,
+// one that is rebuilt wants OpenView.
 func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc) (*goka.View, error) {
+	v, _, err := c.OpenView(table, codec, onUpdate)
+	return v, err
+}
+
+// OpenView is NewView that also returns a func closing the view's Sarama
+// consumer and topic manager; call it once View.Run has returned.
+func (c Config) OpenView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc) (*goka.View, func() error, error) {
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sc := c.SaramaConfig()
 	sb, err := c.storageBuilder(table, filepath.Join("view", string(table)), nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var (
+		consumer sarama.Consumer
+		tmgr     goka.TopicManager
+	)
+	consumers := goka.SaramaConsumerBuilderWithConfig(sc)
+	tmgrs := goka.TopicManagerBuilderWithConfig(sc, c.topicManagerConfig())
 	opts := []goka.ViewOption{
 		goka.WithViewClientID(c.ClientID),
 		goka.WithViewLogger(gokaLogger{c.Logger.With("view", string(table))}),
 		goka.WithViewHasher(topology.Hasher()),
 		goka.WithViewStorageBuilder(sb),
-		goka.WithViewTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, c.topicManagerConfig())),
-		goka.WithViewConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
+		goka.WithViewTopicManagerBuilder(func(brokers []string) (goka.TopicManager, error) {
+			t, err := tmgrs(brokers)
+			tmgr = t
+			return t, err
+		}),
+		goka.WithViewConsumerSaramaBuilder(func(brokers []string, clientID string) (sarama.Consumer, error) {
+			cons, err := consumers(brokers, clientID)
+			consumer = cons
+			return cons, err
+		}),
 		goka.WithViewAutoReconnect(),
 		goka.WithViewBackoffBuilder(backoff),
 		goka.WithViewBackoffResetTimeout(time.Minute),
@@ -317,10 +340,31 @@ func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc)
 		}))
 	}
 	v, err := goka.NewView(c.Brokers, table, codec, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("new view of %s: %w", table, err)
+	closeClients := func() error {
+		var errs []error
+		if consumer != nil {
+			errs = append(errs, consumer.Close())
+		}
+		if tmgr != nil {
+			errs = append(errs, tmgr.Close())
+		}
+		return errors.Join(errs...)
 	}
-	return v, nil
+	if err != nil {
+		_ = closeClients()
+		return nil, nil, fmt.Errorf("new view of %s: %w", table, err)
+	}
+	return v, closeClients, nil
+}
+
+// OpenOrdersView is OpenView of the orders table; values are *saga.OrderState.
+func (c Config) OpenOrdersView(onUpdate UpdateFunc) (*goka.View, func() error, error) {
+	return c.OpenView(topology.OrdersTable(), saga.OrderStateCodec(), onUpdate)
+}
+
+// OpenInventoryView is OpenView of the inventory table; values are *saga.StockState.
+func (c Config) OpenInventoryView(onUpdate UpdateFunc) (*goka.View, func() error, error) {
+	return c.OpenView(topology.InventoryTable(), saga.StockStateCodec(), onUpdate)
 }
 
 // NewOrdersView is a view of the orders table; values are *saga.OrderState.

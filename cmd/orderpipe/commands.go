@@ -9,6 +9,7 @@ import (
 
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/processors"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -124,6 +125,9 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 	if roles.Sink {
 		fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL URL (also DATABASE_URL); empty starts a throwaway local server")
 		fs.StringVar(&cfg.Sink.Group, "sink-group", "orderpipe-sink", "consumer group of the sink")
+	}
+	if roles.Process {
+		durationFlag(fs, &cfg.BrokerRetry, "broker-retry", processors.DefaultBrokerRetry, "how long the processors' producers keep retrying while no broker answers (a broker restart) before a processor is rebuilt")
 	}
 	if roles.Process || roles.Ingest {
 		fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for Goka table state (LevelDB); empty uses a temporary dir removed on exit")

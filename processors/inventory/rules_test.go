@@ -2,19 +2,16 @@ package inventory_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"sort"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/tester"
 	"github.com/orderpipe/orderpipe/internal/testlog"
+	"github.com/orderpipe/orderpipe/processors/internal/rulestest"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
@@ -59,7 +56,8 @@ func release(sku string, o saga.OrderID, hold int64) record {
 
 func raw(key string, b []byte) record { return record{key: key, raw: b} }
 
-func (r record) value() any {
+// value is what the record carries: nil, a record without a value, if noVal.
+func (r record) value() []byte {
 	switch {
 	case r.noVal:
 		return nil
@@ -119,10 +117,7 @@ func seeded(w *stock) *saga.StockState {
 }
 
 // dead is an expected dead letter: the in record it comes from and its reason.
-type dead struct {
-	in     int
-	reason string
-}
+type dead = rulestest.Dead
 
 // counted is one call of Metrics.Command.
 type counted struct {
@@ -156,13 +151,6 @@ func (m *recorder) take() ([]counted, int) {
 	return c, d
 }
 
-// gokaLogger sends Goka's messages to testLogger at debug level.
-type gokaLogger struct{ l *slog.Logger }
-
-func (g gokaLogger) Print(v ...any)                 { g.l.Debug(fmt.Sprint(v...)) }
-func (g gokaLogger) Println(v ...any)               { g.l.Debug(fmt.Sprint(v...)) }
-func (g gokaLogger) Printf(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
-
 // rig is one inventory processor on its own tester.
 type rig struct {
 	t       *testing.T
@@ -171,36 +159,19 @@ type rig struct {
 	// redelivering: every record sent is already in the table, so it must
 	// change nothing at all.
 	redelivering bool
-	offsets      []int64 // offset of every record sent
+	inputs       *rulestest.Inputs // what send consumed, for the dead-letter check
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	tt := tester.New(t)
 	m := &recorder{}
 	p := inventory.New(testlog.New(), m, func() time.Time { return now })
-	proc, err := goka.NewProcessor(nil, p.Graph(), goka.WithTester(tt), goka.WithLogger(gokaLogger{testlog.New()}))
-	if err != nil {
-		t.Fatalf("new processor: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- proc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("processor: got error %v, want none", err)
-		}
-	})
-	return &rig{t: t, tt: tt, metrics: m}
+	tt := rulestest.Start(t, p.Graph(), testlog.New())
+	return &rig{t: t, tt: tt, metrics: m, inputs: rulestest.NewInputs(tt)}
 }
 
 func (r *rig) stock(sku string) *saga.StockState {
-	v := r.tt.TableValue(topology.InventoryTable(), sku)
-	if v == nil {
-		return nil
-	}
-	return v.(*saga.StockState)
+	return rulestest.TableValue[*saga.StockState](r.tt, topology.InventoryTable(), sku)
 }
 
 func (r *rig) seed(values map[string]*saga.StockState) {
@@ -230,9 +201,8 @@ func total(s *saga.StockState) int64 {
 // held and sold).
 func (r *rig) send(rec record) {
 	r.t.Helper()
-	r.offsets = append(r.offsets, r.tt.NewQueueTracker(string(topology.InventoryCommands)).Hwm())
 	prev := r.stock(rec.key)
-	r.tt.Consume(string(topology.InventoryCommands), rec.key, rec.value())
+	r.inputs.Consume(topology.InventoryCommands, rec.key, rec.value())
 	got := r.stock(rec.key)
 	if r.redelivering {
 		if (prev == nil) != (got == nil) || (got != nil && !bytes.Equal(got.Encode(), prev.Encode())) {
@@ -571,57 +541,57 @@ func TestOnCommand(t *testing.T) {
 			name:   "garbage",
 			before: []record{setStock(skuA, 10)},
 			in:     []record{raw(skuA, []byte("not a command"))},
-			dead:   []dead{{0, "malformed payload: unknown codec version 110"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: unknown codec version 110"}},
 			stock:  map[string]*stock{skuA: st(10, 0, 0, 0, 1)},
 		},
 		{
 			name:   "truncated reserve",
 			before: []record{setStock(skuA, 10)},
 			in:     []record{raw(skuA, reserve(skuA, o1, 3).cmd.Encode()[:10])},
-			dead:   []dead{{0, "malformed payload: truncated: want 16 bytes, have 7"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: truncated: want 16 bytes, have 7"}},
 			stock:  map[string]*stock{skuA: st(10, 0, 0, 0, 1)},
 		},
 		{
 			name:   "trailing bytes",
 			before: []record{setStock(skuA, 10)},
 			in:     []record{raw(skuA, append(setStock(skuA, 1).cmd.Encode(), 0))},
-			dead:   []dead{{0, "malformed payload: 1 trailing bytes"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: 1 trailing bytes"}},
 			stock:  map[string]*stock{skuA: st(10, 0, 0, 0, 1)},
 		},
 		{
 			name: "a reservation result on the command topic",
 			in:   []record{raw(skuA, (&saga.ReservationResult{OrderID: o1, SKU: skuA, Outcome: saga.OutcomeReserved, Quantity: 1}).Encode())},
-			dead: []dead{{0, "malformed payload: got a ReservationResult, want a InventoryCommand"}},
+			dead: []dead{{In: 0, Reason: "malformed payload: got a ReservationResult, want a InventoryCommand"}},
 		},
 		{
 			name: "unknown command kind",
 			in:   []record{raw(skuA, []byte{1, 2, 9})},
-			dead: []dead{{0, "malformed payload: unknown command kind 9"}},
+			dead: []dead{{In: 0, Reason: "malformed payload: unknown command kind 9"}},
 		},
 		{
 			name: "reserve of zero units",
 			in:   []record{reserve(skuA, o1, 0)},
-			dead: []dead{{0, "malformed payload: reserve of zero units"}},
+			dead: []dead{{In: 0, Reason: "malformed payload: reserve of zero units"}},
 		},
 		{
 			name:   "negative set stock",
 			before: []record{setStock(skuA, 10)},
 			in:     []record{setStock(skuA, -1)},
-			dead:   []dead{{0, "malformed payload: negative stock -1"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: negative stock -1"}},
 			stock:  map[string]*stock{skuA: st(10, 0, 0, 0, 1)},
 		},
 		{
 			name:   "negative hold offset",
 			before: []record{setStock(skuA, 10), reserve(skuA, o1, 3)},
 			in:     []record{commit(skuA, o1, -1)},
-			dead:   []dead{{0, "malformed payload: negative hold offset -1"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: negative hold offset -1"}},
 			stock:  map[string]*stock{skuA: st(7, 3, 0, 1, 2, held(o1, 3, 1))},
 		},
 		{
 			name:   "command without a sku key",
 			before: []record{setStock(skuA, 10)},
 			in:     []record{setStock("", 5)},
-			dead:   []dead{{0, "inventory command without a SKU key"}},
+			dead:   []dead{{In: 0, Reason: "inventory command without a SKU key"}},
 			stock:  map[string]*stock{skuA: st(10, 0, 0, 0, 1)},
 		},
 		{
@@ -658,9 +628,8 @@ func (c invCase) run(t *testing.T) {
 		r.redelivering = true
 	}
 	results := r.tt.NewQueueTracker(string(topology.InventoryResults))
-	dlq := r.tt.NewQueueTracker(string(topology.DeadLetter))
 	r.metrics.take()
-	r.offsets = nil
+	r.inputs.UnderTest()
 	for _, rec := range c.in {
 		r.send(rec)
 	}
@@ -679,36 +648,6 @@ func (c invCase) run(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, c.results) {
 		t.Errorf("results:\n got %+v\nwant %+v", got, c.results)
-	}
-
-	var n int
-	for ; ; n++ {
-		h, key, v, ok := dlq.NextRawWithHeaders()
-		if !ok {
-			break
-		}
-		if n >= len(c.dead) {
-			t.Errorf("dead letter %d: got %q (%s), want none", n, v, h[topology.HeaderDLQReason])
-			continue
-		}
-		w, in := c.dead[n], c.in[c.dead[n].in]
-		wantVal, _ := in.value().([]byte)
-		if key != in.key || !bytes.Equal(v, wantVal) {
-			t.Errorf("dead letter %d: got key %q value %x, want %q %x", n, key, v, in.key, wantVal)
-		}
-		for k, want := range map[string]string{
-			topology.HeaderDLQReason:    w.reason,
-			topology.HeaderDLQTopic:     string(topology.InventoryCommands),
-			topology.HeaderDLQPartition: "0",
-			topology.HeaderDLQOffset:    strconv.FormatInt(r.offsets[w.in], 10),
-		} {
-			if got := string(h[k]); got != want {
-				t.Errorf("dead letter %d: header %s: got %q, want %q", n, k, got, want)
-			}
-		}
-	}
-	if n < len(c.dead) {
-		t.Errorf("dead letters: got %d, want %d", n, len(c.dead))
 	}
 
 	keys := r.tt.GetTableKeys(topology.InventoryTable())
@@ -746,7 +685,5 @@ func (c invCase) run(t *testing.T) {
 	if !reflect.DeepEqual(calls, c.metrics) {
 		t.Errorf("command metrics: got %+v, want %+v", calls, c.metrics)
 	}
-	if deadLetters != len(c.dead) {
-		t.Errorf("dead-letter metric: got %d, want %d", deadLetters, len(c.dead))
-	}
+	r.inputs.CheckDeadLetters(t, c.dead, deadLetters)
 }

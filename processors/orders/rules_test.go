@@ -1,12 +1,8 @@
 package orders_test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"log/slog"
 	"reflect"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +11,7 @@ import (
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/tester"
 	"github.com/orderpipe/orderpipe/internal/testlog"
+	"github.com/orderpipe/orderpipe/processors/internal/rulestest"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/processors/orders"
 	"github.com/orderpipe/orderpipe/saga"
@@ -83,7 +80,8 @@ func (in input) String() string {
 	return fmt.Sprintf("%x on %s for %q", in.value, in.topic, in.key)
 }
 
-func (in input) msg() any {
+// msg is what the record carries: nil, a record without a value, if noVal.
+func (in input) msg() []byte {
 	if in.noVal {
 		return nil
 	}
@@ -128,10 +126,7 @@ func releaseCmd(sku string, hold int64) sent {
 }
 
 // dead is an expected dead letter: the in record it comes from and its reason.
-type dead struct {
-	in     int
-	reason string
-}
+type dead = rulestest.Dead
 
 type recorder struct {
 	mu      sync.Mutex
@@ -152,65 +147,34 @@ func (m *recorder) take() (finals []saga.Status, replays, dead int) {
 	return finals, replays, dead
 }
 
-// gokaLogger sends Goka's messages to testLogger at debug level.
-type gokaLogger struct{ l *slog.Logger }
-
-func (g gokaLogger) Print(v ...any)                 { g.l.Debug(fmt.Sprint(v...)) }
-func (g gokaLogger) Println(v ...any)               { g.l.Debug(fmt.Sprint(v...)) }
-func (g gokaLogger) Printf(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
-
-// run starts proc on tt until the test ends.
-func run(t *testing.T, proc *goka.Processor) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- proc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("processor: got error %v, want none", err)
-		}
-	})
-}
-
 // rig is one orders processor on its own tester, with a clock that ticks a
 // second at every reading.
 type rig struct {
 	t       *testing.T
 	tt      *tester.Tester
 	metrics *recorder
-	offsets []int64 // offset of every record sent, in its topic
+	inputs  *rulestest.Inputs // what send consumed, for the dead-letter check
 }
 
 func newRig(t *testing.T, limits orders.Limits) *rig {
 	t.Helper()
-	tt := tester.New(t)
 	m := &recorder{}
 	var ticks atomic.Uint64
 	clock := func() time.Time { return at(ticks.Add(1)) }
-	p := orders.New(testlog.New(), m, clock, limits)
-	proc, err := goka.NewProcessor(nil, p.Graph(), goka.WithTester(tt), goka.WithLogger(gokaLogger{testlog.New()}))
-	if err != nil {
-		t.Fatalf("new processor: %v", err)
-	}
-	run(t, proc)
-	return &rig{t: t, tt: tt, metrics: m}
+	tt := rulestest.Start(t, orders.New(testlog.New(), m, clock, limits).Graph(), testlog.New())
+	return &rig{t: t, tt: tt, metrics: m, inputs: rulestest.NewInputs(tt)}
 }
 
 func (r *rig) order(key string) *saga.OrderState {
-	v := r.tt.TableValue(topology.OrdersTable(), key)
-	if v == nil {
-		return nil
-	}
-	return v.(*saga.OrderState)
+	return rulestest.TableValue[*saga.OrderState](r.tt, topology.OrdersTable(), key)
 }
 
 // send consumes in and checks what must hold after any input: a final
 // order never changes, and a write is one version up.
 func (r *rig) send(in input) {
 	r.t.Helper()
-	r.offsets = append(r.offsets, r.tt.NewQueueTracker(string(in.topic)).Hwm())
 	prev := r.order(in.key)
-	r.tt.Consume(string(in.topic), in.key, in.msg())
+	r.inputs.Consume(in.topic, in.key, in.msg())
 	got := r.order(in.key)
 	switch {
 	case prev == nil && got != nil && got.Version != 1:
@@ -396,23 +360,23 @@ func TestOnSubmitted(t *testing.T) {
 			name:   "garbage",
 			before: []input{submit(order(itemA))},
 			in:     []input{raw(topology.OrdersSubmitted, id.String(), []byte("garbage"))},
-			dead:   []dead{{0, "malformed payload: unknown codec version 103"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: unknown codec version 103"}},
 			state:  state(1, saga.StatusPending, "", awaiting(itemA)),
 		},
 		{
 			name: "truncated submission",
 			in:   []input{raw(topology.OrdersSubmitted, id.String(), order(itemA).Encode()[:20])},
-			dead: []dead{{0, "malformed payload: truncated: want 6 bytes, have 1"}},
+			dead: []dead{{In: 0, Reason: "malformed payload: truncated: want 6 bytes, have 1"}},
 		},
 		{
 			name: "a result on the submission topic",
 			in:   []input{raw(topology.OrdersSubmitted, id.String(), reservedAt("sku-a", 1).value)},
-			dead: []dead{{0, "malformed payload: got a ReservationResult, want a OrderSubmitted"}},
+			dead: []dead{{In: 0, Reason: "malformed payload: got a ReservationResult, want a OrderSubmitted"}},
 		},
 		{
 			name: "key is not the order id",
 			in:   []input{raw(topology.OrdersSubmitted, "other", order(itemA).Encode())},
-			dead: []dead{{0, fmt.Sprintf("key \"other\" is not the order id %s", id)}},
+			dead: []dead{{In: 0, Reason: fmt.Sprintf("key \"other\" is not the order id %s", id)}},
 		},
 		{
 			// Goka's default nil handling (NilIgnore, which the runner
@@ -572,35 +536,35 @@ func TestOnResult(t *testing.T) {
 			name:   "result for a sku the order does not have",
 			before: []input{abc},
 			in:     []input{reservedAt("sku-x", 5)},
-			dead:   []dead{{0, fmt.Sprintf("order %s has no line for sku \"sku-x\"", id)}},
+			dead:   []dead{{In: 0, Reason: fmt.Sprintf("order %s has no line for sku \"sku-x\"", id)}},
 			state:  state(1, saga.StatusPending, "", awaiting(itemA), awaiting(itemB), awaiting(itemC)),
 		},
 		{
 			name:   "garbage",
 			before: []input{abc},
 			in:     []input{raw(topology.InventoryResults, id.String(), []byte{1, 3})},
-			dead:   []dead{{0, "malformed payload: truncated: want 16 bytes, have 0"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: truncated: want 16 bytes, have 0"}},
 			state:  state(1, saga.StatusPending, "", awaiting(itemA), awaiting(itemB), awaiting(itemC)),
 		},
 		{
 			name:   "unknown outcome",
 			before: []input{abc},
 			in:     []input{raw(topology.InventoryResults, id.String(), badOutcome.Encode())},
-			dead:   []dead{{0, "malformed payload: unknown outcome 9"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: unknown outcome 9"}},
 			state:  state(1, saga.StatusPending, "", awaiting(itemA), awaiting(itemB), awaiting(itemC)),
 		},
 		{
 			name:   "a submission on the result topic",
 			before: []input{abc},
 			in:     []input{raw(topology.InventoryResults, id.String(), abc.value)},
-			dead:   []dead{{0, "malformed payload: got a OrderSubmitted, want a ReservationResult"}},
+			dead:   []dead{{In: 0, Reason: "malformed payload: got a OrderSubmitted, want a ReservationResult"}},
 			state:  state(1, saga.StatusPending, "", awaiting(itemA), awaiting(itemB), awaiting(itemC)),
 		},
 		{
 			name:   "result keyed by another order",
 			before: []input{abc},
 			in:     []input{raw(topology.InventoryResults, "other", reservedAt("sku-a", 7).value)},
-			dead:   []dead{{0, fmt.Sprintf("key \"other\" is not the order id %s", id)}},
+			dead:   []dead{{In: 0, Reason: fmt.Sprintf("key \"other\" is not the order id %s", id)}},
 			state:  state(1, saga.StatusPending, "", awaiting(itemA), awaiting(itemB), awaiting(itemC)),
 		},
 		{
@@ -621,9 +585,8 @@ func (c ordersCase) run(t *testing.T) {
 		r.send(in)
 	}
 	cmds := r.tt.NewQueueTracker(string(topology.InventoryCommands))
-	dlq := r.tt.NewQueueTracker(string(topology.DeadLetter))
 	r.metrics.take()
-	r.offsets = nil
+	r.inputs.UnderTest()
 	for _, in := range c.in {
 		r.send(in)
 	}
@@ -640,35 +603,6 @@ func (c ordersCase) run(t *testing.T) {
 		t.Errorf("inventory commands:\n got %+v\nwant %+v", got, c.cmds)
 	}
 
-	var n int
-	for ; ; n++ {
-		h, key, v, ok := dlq.NextRawWithHeaders()
-		if !ok {
-			break
-		}
-		if n >= len(c.dead) {
-			t.Errorf("dead letter %d: got %x (%s), want none", n, v, h[topology.HeaderDLQReason])
-			continue
-		}
-		w, in := c.dead[n], c.in[c.dead[n].in]
-		if key != in.key || !bytes.Equal(v, in.value) {
-			t.Errorf("dead letter %d: got key %q value %x, want %q %x", n, key, v, in.key, in.value)
-		}
-		for k, want := range map[string]string{
-			topology.HeaderDLQReason:    w.reason,
-			topology.HeaderDLQTopic:     string(in.topic),
-			topology.HeaderDLQPartition: "0",
-			topology.HeaderDLQOffset:    strconv.FormatInt(r.offsets[w.in], 10),
-		} {
-			if got := string(h[k]); got != want {
-				t.Errorf("dead letter %d: header %s: got %q, want %q", n, k, got, want)
-			}
-		}
-	}
-	if n < len(c.dead) {
-		t.Errorf("dead letters: got %d, want %d", n, len(c.dead))
-	}
-
 	keys := r.tt.GetTableKeys(topology.OrdersTable())
 	switch {
 	case c.state == nil && len(keys) != 0:
@@ -683,14 +617,12 @@ func (c ordersCase) run(t *testing.T) {
 	}
 
 	finals, replays, deadLetters := r.metrics.take()
+	r.inputs.CheckDeadLetters(t, c.dead, deadLetters)
 	if !reflect.DeepEqual(finals, c.finals) {
 		t.Errorf("final metric: got %v, want %v", finals, c.finals)
 	}
 	if replays != c.replays {
 		t.Errorf("replay metric: got %d, want %d", replays, c.replays)
-	}
-	if deadLetters != len(c.dead) {
-		t.Errorf("dead-letter metric: got %d, want %d", deadLetters, len(c.dead))
 	}
 }
 
@@ -708,12 +640,7 @@ type sagaRig struct {
 
 func newSagaRig(t *testing.T) *sagaRig {
 	o := newRig(t, orders.Limits{})
-	inv := tester.New(t)
-	proc, err := goka.NewProcessor(nil, inventory.New(testlog.New(), nil, nil).Graph(), goka.WithTester(inv), goka.WithLogger(gokaLogger{testlog.New()}))
-	if err != nil {
-		t.Fatalf("new inventory processor: %v", err)
-	}
-	run(t, proc)
+	inv := rulestest.Start(t, inventory.New(testlog.New(), nil, nil).Graph(), testlog.New())
 	return &sagaRig{
 		t: t, orders: o, inv: inv,
 		commands: o.tt.NewQueueTracker(string(topology.InventoryCommands)),
@@ -866,12 +793,11 @@ func TestSaga(t *testing.T) {
 				t.Errorf("order: got %s %q version %d, want %s %q version %d", o.Status, o.Reason, o.Version, c.status, c.reason, c.version)
 			}
 			for sku, want := range c.units {
-				v := s.inv.TableValue(topology.InventoryTable(), sku)
-				if v == nil {
+				st := rulestest.TableValue[*saga.StockState](s.inv, topology.InventoryTable(), sku)
+				if st == nil {
 					t.Errorf("stock of %s: got none, want %+v", sku, want)
 					continue
 				}
-				st := v.(*saga.StockState)
 				if got := (units{st.Available, st.Reserved, st.Sold}); got != want {
 					t.Errorf("stock of %s: got %+v, want %+v", sku, got, want)
 				}

@@ -58,7 +58,10 @@ func (o *orderedHandler) Cleanup(sarama.ConsumerGroupSession) error { return o.h
 // channel of its own, recording each offset as delivered first. The
 // forwarding goroutine ends with the claim or with this call.
 func (o *orderedHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	c := &orderedClaim{ConsumerGroupClaim: claim, msgs: make(chan *sarama.ConsumerMessage)}
+	// Buffered like Sarama's own claim channel, so the hop costs no
+	// goroutine switch per message; a message waiting here counts as
+	// delivered, which only holds commits back a little.
+	c := &orderedClaim{ConsumerGroupClaim: claim, msgs: make(chan *sarama.ConsumerMessage, 256)}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -104,14 +107,21 @@ type topicPartition struct {
 // is marked too.
 type orderedSession struct {
 	sarama.ConsumerGroupSession
-	mu    sync.Mutex
+	mu    sync.RWMutex // guards parts; each pending has its own lock
 	parts map[topicPartition]*pending
 }
 
 func (s *orderedSession) part(topic string, partition int32) *pending {
 	tp := topicPartition{topic, partition}
+	s.mu.RLock()
 	p := s.parts[tp]
-	if p == nil {
+	s.mu.RUnlock()
+	if p != nil {
+		return p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p = s.parts[tp]; p == nil {
 		p = newPending()
 		s.parts[tp] = p
 	}
@@ -119,16 +129,18 @@ func (s *orderedSession) part(topic string, partition int32) *pending {
 }
 
 func (s *orderedSession) delivered(topic string, partition int32, offset int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.part(topic, partition).deliver(offset)
+	p := s.part(topic, partition)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.deliver(offset)
 }
 
 // MarkOffset is called with offset+1 of a processed message.
 func (s *orderedSession) MarkOffset(topic string, partition int32, offset int64, metadata string) {
-	s.mu.Lock()
-	commit, ok := s.part(topic, partition).done(offset - 1)
-	s.mu.Unlock()
+	p := s.part(topic, partition)
+	p.mu.Lock()
+	commit, ok := p.done(offset - 1)
+	p.mu.Unlock()
 	if ok {
 		s.ConsumerGroupSession.MarkOffset(topic, partition, commit, metadata)
 	}
@@ -142,6 +154,7 @@ func (s *orderedSession) MarkMessage(msg *sarama.ConsumerMessage, metadata strin
 // pending tracks one partition's offsets delivered and not yet done.
 // Offsets are delivered in increasing order and done in any order.
 type pending struct {
+	mu       sync.Mutex
 	open     map[int64]bool // delivered, not done
 	order    []int64        // delivered offsets, oldest first (done ones pruned from the front)
 	highDone int64          // highest offset done, -1 for none

@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test lint vet fmt bench fuzz clean up down pg-setup kafka-up kafka-down
+.PHONY: all build run test lint vet fmt bench fuzz clean up down pg-setup lb-setup lb lb-down kafka-up kafka-down
 
 all: build
 
@@ -24,7 +24,7 @@ run: pg-setup build
 ## test: the whole suite with the race detector: real Postgres; the scenario
 ## suite on the in-process broker and on a real Apache Kafka (fetched with
 ## Maven on first use), verbosely, so it says what ran on which broker.
-test: pg-setup
+test: pg-setup lb-setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v '/integration$$')
 	@if { command -v java && command -v mvn; } >/dev/null || [ "$$CI" = true ]; then \
@@ -33,6 +33,9 @@ test: pg-setup
 
 pg-setup:
 	@scripts/ensure-postgres.sh >/dev/null
+
+lb-setup:
+	@scripts/ensure-haproxy.sh >/dev/null
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
@@ -64,6 +67,14 @@ deploy/keys/api-keys:
 
 down:
 	docker compose down -v
+
+## lb: two `orderpipe ingest` edges behind HAProxy (deploy/haproxy.cfg) on
+## 127.0.0.1:8080, on the broker of `make kafka-up` (BROKERS to change it).
+lb: lb-setup build
+	scripts/lb.sh up
+
+lb-down:
+	scripts/lb.sh down
 
 ## kafka-up: a real single-node Kafka 4.3.1 (KRaft) on 127.0.0.1:9092, from Maven Central jars cached in .cache/.
 kafka-up:

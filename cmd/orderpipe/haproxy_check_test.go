@@ -64,6 +64,26 @@ func (o serverOptions) apply(args []string) (serverOptions, error) {
 	return o, nil
 }
 
+// envDefault is an HAProxy argument as compose's HAProxy sees it: quotes
+// gone and "${NAME-default}" replaced by its default, since compose sets
+// none of the ORDERPIPE_LB_* variables that scripts/lb.sh sets to run the
+// same file on this machine.
+func envDefault(arg string) string {
+	arg = strings.Trim(arg, `"`)
+	for {
+		i := strings.Index(arg, "${")
+		if i < 0 {
+			return arg
+		}
+		j := strings.IndexByte(arg[i:], '}')
+		if j < 0 {
+			return arg
+		}
+		_, def, _ := strings.Cut(arg[i+2:i+j], "-")
+		arg = arg[:i] + def + arg[i+j+1:]
+	}
+}
+
 // parseHAProxy reads the bind, server, default-server, option httpchk and
 // http-check send lines of an HAProxy configuration.
 func parseHAProxy(cfg []byte) (haproxyConfig, error) {
@@ -101,7 +121,7 @@ func parseHAProxy(cfg []byte) (haproxyConfig, error) {
 		var err error
 		switch {
 		case f[0] == "bind" && (section == "frontend" || section == "listen"):
-			for _, addr := range strings.Split(arg(1), ",") {
+			for _, addr := range strings.Split(envDefault(arg(1)), ",") {
 				i := strings.LastIndexByte(addr, ':')
 				if i < 0 {
 					return c, fmt.Errorf("line %d: bind %q: no port", n+1, addr)
@@ -110,7 +130,7 @@ func parseHAProxy(cfg []byte) (haproxyConfig, error) {
 			}
 		case backend == nil:
 		case f[0] == "server" && backend != &defaults:
-			host, port, e := net.SplitHostPort(arg(2))
+			host, port, e := net.SplitHostPort(envDefault(arg(2)))
 			if e != nil {
 				return c, fmt.Errorf("line %d: server %s: %w", n+1, arg(1), e)
 			}

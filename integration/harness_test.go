@@ -141,6 +141,11 @@ func (e *env) do(base, method, path string, body any, hdr map[string]string) (in
 // tryDo is do without t, for goroutines other than the test's: FailNow
 // must only be called from the test's own goroutine.
 func (e *env) tryDo(base, method, path string, body any, hdr map[string]string) (int, map[string]any, error) {
+	return e.tryDoWith(base, method, path, body, hdr, nil)
+}
+
+// tryDoWith is tryDo that hands the answer's headers to gotHeader, if set.
+func (e *env) tryDoWith(base, method, path string, body any, hdr map[string]string, gotHeader func(http.Header)) (int, map[string]any, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -164,6 +169,9 @@ func (e *env) tryDo(base, method, path string, body any, hdr map[string]string) 
 		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	if gotHeader != nil {
+		gotHeader(resp.Header)
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s %s: read body: %w", method, path, err)

@@ -22,6 +22,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/supervise"
@@ -279,6 +280,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	for _, v := range e.own.views {
 		views.Go(func() error { return v.Run(viewsCtx) })
 	}
+	views.Go(func() error { return e.pingWhileFailed(viewsCtx, 250*time.Millisecond) })
 
 	e.addr = ln.Addr().String()
 	close(e.listening)

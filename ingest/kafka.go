@@ -134,17 +134,32 @@ func (v *tableView) Run(ctx context.Context) error {
 	})
 }
 
-// doubt counts, per partition, the records written to a broker that has
-// not answered by their ProduceTimeout. franz-go keeps the records of a
-// partition in order and cannot fail one queued behind a record in doubt,
-// so a new order for such a partition would be in doubt too: it gets 503 at
-// once instead, without being produced. Safe for concurrent use.
+// doubt is the edge's breaker, per partition of a topic. A partition is
+// closed to new records, which then get 503 at once without being
+// produced, while
+//   - it has a record in doubt: written to a broker that has not answered
+//     within ProduceTimeout. franz-go keeps a partition's records in order
+//     and cannot fail one queued behind it, so a new one would be in doubt
+//     too;
+//   - or a record for it failed and no broker has answered a ping since.
+//     franz-go fails a record when it has an answer for it, but an answer
+//     to a retry does not prove an earlier, unanswered write of the same
+//     batch did not land: across a broker restart such records were stored
+//     after franz-go had failed them (seen in the broker-restart scenario).
+//     So a failed record is answered 504, and the breaker makes sure that
+//     only the first few of an outage are: everything after it is refused
+//     without producing, which is a 503 that is certain.
+//
+// Safe for concurrent use.
 type doubt struct {
 	mu     sync.Mutex
-	counts map[string]map[int32]int // topic -> partition -> records in doubt
+	counts map[string]map[int32]int  // topic -> partition -> records in doubt
+	failed map[string]map[int32]bool // topic -> partitions with a failure and no ping since
 }
 
-func newDoubt() *doubt { return &doubt{counts: map[string]map[int32]int{}} }
+func newDoubt() *doubt {
+	return &doubt{counts: map[string]map[int32]int{}, failed: map[string]map[int32]bool{}}
+}
 
 func (d *doubt) add(topic string, p int32, n int) {
 	d.mu.Lock()
@@ -159,11 +174,42 @@ func (d *doubt) add(topic string, p int32, n int) {
 	}
 }
 
-// blocked reports whether partition p of topic has a record in doubt.
+// fail closes partition p of topic until clearFailed.
+func (d *doubt) fail(topic string, p int32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.failed[topic]
+	if m == nil {
+		m = map[int32]bool{}
+		d.failed[topic] = m
+	}
+	m[p] = true
+}
+
+// anyFailed reports whether a partition is closed by a failure.
+func (d *doubt) anyFailed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range d.failed {
+		if len(m) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// clearFailed opens the partitions closed by failures: a broker answered.
+func (d *doubt) clearFailed() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.failed)
+}
+
+// blocked reports whether partition p of topic is closed.
 func (d *doubt) blocked(topic string, p int32) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.counts[topic][p] > 0
+	return d.counts[topic][p] > 0 || d.failed[topic][p]
 }
 
 // total is the number of records in doubt.
@@ -177,4 +223,29 @@ func (d *doubt) total() int {
 		}
 	}
 	return n
+}
+
+// pingWhileFailed pings the brokers every interval while a partition is
+// closed by a failure, and opens the partitions once one answers. It
+// returns when ctx ends.
+func (e *Edge) pingWhileFailed(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !e.doubt.anyFailed() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := e.producer.Ping(pctx)
+		cancel()
+		if err == nil {
+			e.doubt.clearFailed()
+			e.log.Info("a broker answers again: orders are produced again")
+		}
+	}
 }

@@ -104,10 +104,6 @@ func overloaded(detail string) *problem {
 	return unavailable("overloaded", "Overloaded", detail)
 }
 
-func brokerUnavailable() *problem {
-	return unavailable("broker-unavailable", "Broker unavailable", "the order could not be written to the broker and was not accepted; retry")
-}
-
 // outcomeUnknown is the one answer that promises nothing: the order's
 // record reached a broker that did not answer in time, and it may have been
 // stored. It is 504, not 503, because a 503 means the order will not happen.

@@ -165,10 +165,10 @@ const (
 // producer's buffer full it fails at once with kgo.ErrMaxBuffered (a
 // blocking Produce would queue requests without end, and ProduceSync would
 // defeat batching). answer is called once, within ProduceTimeout: with nil
-// once the broker acked, with an error that means the record was not and
-// will not be stored (franz-go fails a record only when that is certain:
-// before it was written, or on the broker's answer), or with
-// errOutcomeUnknown when neither came in time. verdict, if not nil, is
+// once the broker acked, with kgo.ErrMaxBuffered or errPartitionInDoubt
+// when nothing was produced, or with another error when the outcome is
+// unknown: franz-go failed the record (which does not prove an earlier
+// write of it did not land, see doubt) or did not answer in time. verdict, if not nil, is
 // called with the broker's final verdict whenever it comes, which for a
 // record in doubt is after answer. Both may run on franz-go's promise
 // goroutine or a timer's, and must not block.
@@ -202,9 +202,10 @@ func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
 	e.producer.TryProduce(ctx, rec, func(r *kgo.Record, err error) {
 		overdue.Stop()
 		cancel()
-		if errors.Is(err, kgo.ErrClientClosed) {
-			// Closing fails records in flight too: nothing is certain.
-			err = errOutcomeUnknown
+		if err != nil && !errors.Is(err, kgo.ErrMaxBuffered) {
+			// Nothing but a full buffer proves the record was not written
+			// (see doubt); the partition stays closed until a ping.
+			e.doubt.fail(rec.Topic, part)
 		}
 		e.metrics.observeProduce(r.Topic, err, time.Since(start))
 		if err != nil {
@@ -222,15 +223,15 @@ func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
 	})
 }
 
-// produceProblem is the answer to a record the broker did not take.
+// produceProblem is the answer to a record the broker did not take. Only
+// the two errors that mean nothing was produced are a 503; a record that
+// franz-go failed or did not answer for may still be stored (see doubt).
 func produceProblem(err error) *problem {
 	switch {
-	case errors.Is(err, errOutcomeUnknown):
-		return outcomeUnknown()
 	case errors.Is(err, errPartitionInDoubt):
 		return partitionInDoubt()
 	case errors.Is(err, kgo.ErrMaxBuffered):
 		return overloaded("the broker is not keeping up; retry later")
 	}
-	return brokerUnavailable()
+	return outcomeUnknown()
 }

@@ -132,6 +132,10 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 		case <-woken:
 		case <-t.C:
 		case <-e.stopping:
+			// Said here, not left to fasthttp's CloseOnShutdown: this
+			// answer can be written before the server marks itself as
+			// shutting down.
+			ctx.SetConnectionClose()
 		}
 		t.Stop()
 		st, err = e.visibleOrder(id, c)

@@ -9,10 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/await"
@@ -54,37 +52,12 @@ func (e *env) spawnHAProxy(edge1, edge2 string) (lb, stats string, p *proc) {
 		e.t.Skip(err)
 	}
 	lb, stats = freeAddr(e), freeAddr(e)
-	dir := e.t.TempDir()
-	p = &proc{name: "haproxy", log: filepath.Join(dir, "log"), exited: make(chan struct{})}
-	f, err := os.Create(p.log)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "-db", "-f", "../deploy/haproxy.cfg")
-	p.cmd.Env = append(os.Environ(),
+	cmd := exec.Command(bin, "-db", "-f", "../deploy/haproxy.cfg")
+	cmd.Env = append(os.Environ(),
 		"ORDERPIPE_LB_LISTEN="+lb, "ORDERPIPE_LB_STATS="+stats,
 		"ORDERPIPE_LB_EDGE_1="+edge1, "ORDERPIPE_LB_EDGE_2="+edge2, "ORDERPIPE_LB_MAXCONN=2000")
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		f.Close()
-		close(p.exited)
-	}()
-	e.t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(30 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if e.t.Failed() {
-			e.t.Logf("log of haproxy:\n%s", tail(p.output(), 3000))
-		}
-	})
+	// HAProxy exits 143 on SIGTERM.
+	p = e.startProcess("haproxy", cmd, false)
 	return lb, stats, p
 }
 

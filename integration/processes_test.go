@@ -32,15 +32,9 @@ type proc struct {
 // spawn runs `orderpipe <command> --brokers ... args...` as a separate
 // process named name (also its client id, which is how its group
 // membership is recognised). The process is stopped with SIGTERM at the end
-// of the test, and its log shown when the test failed.
+// of the test and must exit cleanly; its log is shown when the test failed.
 func (e *env) spawn(name, command string, args ...string) *proc {
 	e.t.Helper()
-	dir := e.t.TempDir()
-	p := &proc{name: name, log: filepath.Join(dir, "log"), exited: make(chan struct{})}
-	f, err := os.Create(p.log)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	// migrate talks only to Postgres; the roles that stay up are told
 	// apart in the consumer groups by their client id.
 	switch command {
@@ -50,7 +44,20 @@ func (e *env) spawn(name, command string, args ...string) *proc {
 	default:
 		args = append(args, "--brokers", strings.Join(e.brokers, ","), "--log-level", "info", "--client-id", name)
 	}
-	p.cmd = exec.Command(binary, append([]string{command}, args...)...)
+	return e.startProcess(name, exec.Command(binary, append([]string{command}, args...)...), true)
+}
+
+// startProcess starts cmd as the test's process name, with its output in a
+// log of its own. At the end of the test it gets SIGTERM (SIGKILL after
+// 60s); unless it was killed on purpose, wantCleanExit fails the test on a
+// non-zero exit.
+func (e *env) startProcess(name string, cmd *exec.Cmd, wantCleanExit bool) *proc {
+	e.t.Helper()
+	p := &proc{name: name, cmd: cmd, log: filepath.Join(e.t.TempDir(), "log"), exited: make(chan struct{})}
+	f, err := os.Create(p.log)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -69,7 +76,7 @@ func (e *env) spawn(name, command string, args ...string) *proc {
 			<-p.exited
 			e.t.Errorf("process %s did not stop within 60s of SIGTERM", name)
 		}
-		if !p.killed && !p.cmd.ProcessState.Success() {
+		if wantCleanExit && !p.killed && !p.cmd.ProcessState.Success() {
 			e.t.Errorf("process %s: %v, not a clean exit", name, p.cmd.ProcessState)
 		}
 		if e.t.Failed() {

@@ -432,12 +432,15 @@ cmd_up() {
 watch_owner() {
 	local owner=$1 broker=$2
 	[[ $owner =~ ^[0-9]+$ ]] || die "KAFKA_OWNER_PID must be a pid, not '$owner'"
+	# ours PID: PID is still this broker, not a process that got its pid
+	# after it exited (pids wrap around on a busy machine).
 	setsid bash -c '
-		while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 2; done
-		kill -0 "$2" 2>/dev/null || exit 0
+		ours() { tr "\0" " " <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "kafka.Kafka $2"; }
+		while kill -0 "$1" 2>/dev/null && ours "$2" "$3"; do sleep 2; done
+		ours "$2" "$3" || exit 0
 		kill -TERM "$2"
-		for _ in $(seq 1 30); do kill -0 "$2" 2>/dev/null || exit 0; sleep 1; done
-		kill -KILL "$2"' kafka-watch "$owner" "$broker" \
+		for _ in $(seq 1 30); do ours "$2" "$3" || exit 0; sleep 1; done
+		kill -KILL "$2"' kafka-watch "$owner" "$broker" "$SERVER_PROPS" \
 		</dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
 }
 

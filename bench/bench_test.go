@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/bench"
 	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
 	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/valyala/fasthttp"
@@ -156,20 +157,17 @@ func waitRows(b *testing.B, s *bench.System, n int) time.Time {
 		b.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	await.Until(b, "final orders in postgres", 3*time.Minute, func() error {
 		var got int
 		if err := conn.QueryRow(b.Context(), "select count(*) from orders where status <> 'pending'").Scan(&got); err != nil {
-			b.Fatal(err)
+			return err
 		}
-		if got >= n {
-			return time.Now()
+		if got < n {
+			return fmt.Errorf("%d of %d", got, n)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("postgres has %d of %d final orders after 3 minutes", got, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return time.Now()
 }
 
 // BenchmarkOverload offers, open loop, about twice what the pipeline can

@@ -156,7 +156,13 @@ func (e *env) rideOutBrokerOutage(edge string, procs []*proc, kill bool) {
 	stopped := time.Since(gapStart)
 	// The outage itself: a fault held for its length, not a wait for a
 	// condition.
-	time.Sleep(outage - stopped)
+	hold := time.NewTimer(outage - stopped)
+	select {
+	case <-hold.C:
+	case <-ctx.Done():
+		hold.Stop()
+		e.t.Fatal("the test ended during the outage")
+	}
 	if err := e.broker.Start(ctx); err != nil {
 		e.t.Fatal(err)
 	}

@@ -84,12 +84,19 @@ func newHarness(t testing.TB, opt options) *harness {
 	// The edge is built after the views but its orderUpdated is needed by
 	// the orders view: route the callback through h.edge, set below before
 	// any view runs.
-	if h.orders, err = vcfg.NewOrdersView(func(key string, value []byte) { h.edge.orderUpdated(key, value) }); err != nil {
+	var closeOrders, closeStock func() error
+	if h.orders, closeOrders, err = vcfg.OpenOrdersView(func(key string, value []byte) { h.edge.orderUpdated(key, value) }); err != nil {
 		t.Fatal(err)
 	}
-	if h.stock, err = vcfg.NewInventoryView(nil); err != nil {
+	if h.stock, closeStock, err = vcfg.OpenInventoryView(nil); err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the views run, so it runs after they stopped.
+	t.Cleanup(func() {
+		if err := errors.Join(closeOrders(), closeStock()); err != nil {
+			t.Logf("close the views' clients: %v", err)
+		}
+	})
 
 	cfg := opt.cfg
 	if cfg.Listen == "" {

@@ -164,26 +164,27 @@ func newDoubt() *doubt {
 func (d *doubt) add(topic string, p int32, n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := d.counts[topic]
-	if m == nil {
-		m = map[int32]int{}
-		d.counts[topic] = m
-	}
+	m := partitions(d.counts, topic)
 	if m[p] += n; m[p] <= 0 {
 		delete(m, p)
 	}
+}
+
+// partitions returns topic's map in m, made on first use.
+func partitions[V any](m map[string]map[int32]V, topic string) map[int32]V {
+	pm := m[topic]
+	if pm == nil {
+		pm = map[int32]V{}
+		m[topic] = pm
+	}
+	return pm
 }
 
 // fail closes partition p of topic until clearFailed.
 func (d *doubt) fail(topic string, p int32) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := d.failed[topic]
-	if m == nil {
-		m = map[int32]bool{}
-		d.failed[topic] = m
-	}
-	m[p] = true
+	partitions(d.failed, topic)[p] = true
 }
 
 // anyFailed reports whether a partition is closed by a failure.

@@ -282,19 +282,11 @@ func (c Config) processorOptions(group goka.Group, storageFailed func(error)) ([
 // deletion and is only valid during the call.
 type UpdateFunc func(key string, value []byte)
 
-// NewView builds a view of table that calls onUpdate (may be nil) after
+// OpenView builds a view of table that calls onUpdate (may be nil) after
 // every applied record. Views hold every partition, so they serve reads for
 // any key; they answer before they have recovered, so callers must gate on
-// View.Recovered. Goka never closes the Sarama consumer and topic manager
-// it opens for a view; a view built once per process can live with that,
-// one that is rebuilt wants OpenView.
-func (c Config) NewView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc) (*goka.View, error) {
-	v, _, err := c.OpenView(table, codec, onUpdate)
-	return v, err
-}
-
-// OpenView is NewView that also returns a func closing the view's Sarama
-// consumer and topic manager; call it once View.Run has returned.
+// View.Recovered. Goka never closes the Sarama consumer and topic manager it
+// opens for a view: the returned func does, once View.Run has returned.
 func (c Config) OpenView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc) (*goka.View, func() error, error) {
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
@@ -367,12 +359,3 @@ func (c Config) OpenInventoryView(onUpdate UpdateFunc) (*goka.View, func() error
 	return c.OpenView(topology.InventoryTable(), saga.StockStateCodec(), onUpdate)
 }
 
-// NewOrdersView is a view of the orders table; values are *saga.OrderState.
-func (c Config) NewOrdersView(onUpdate UpdateFunc) (*goka.View, error) {
-	return c.NewView(topology.OrdersTable(), saga.OrderStateCodec(), onUpdate)
-}
-
-// NewInventoryView is a view of the inventory table; values are *saga.StockState.
-func (c Config) NewInventoryView(onUpdate UpdateFunc) (*goka.View, error) {
-	return c.NewView(topology.InventoryTable(), saga.StockStateCodec(), onUpdate)
-}

@@ -54,12 +54,19 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(h.cl.Close)
 	h.adm = kadm.NewClient(h.cl)
 	vcfg := h.config(t.TempDir())
-	if h.orders, err = vcfg.NewOrdersView(nil); err != nil {
+	var closeOrders, closeStock func() error
+	if h.orders, closeOrders, err = vcfg.OpenOrdersView(nil); err != nil {
 		t.Fatal(err)
 	}
-	if h.stock, err = vcfg.NewInventoryView(nil); err != nil {
+	if h.stock, closeStock, err = vcfg.OpenInventoryView(nil); err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the views run, so it runs after they stopped.
+	t.Cleanup(func() {
+		if err := errors.Join(closeOrders(), closeStock()); err != nil {
+			t.Logf("close the views' clients: %v", err)
+		}
+	})
 	h.runInBackground(h.orders.Run)
 	h.runInBackground(h.stock.Run)
 	await.Until(h.t, "views recovered", 30*time.Second, func() error {

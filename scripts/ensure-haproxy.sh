@@ -9,12 +9,7 @@ find_haproxy() { command -v haproxy 2>/dev/null || { [[ -x /usr/sbin/haproxy ]] 
 
 if ! bin=$(find_haproxy); then
 	echo "haproxy not found; installing it from Debian's packages" >&2
-	sudo=""
-	[[ $(id -u) -eq 0 ]] || sudo="sudo"
-	$sudo apt-get update >&2
-	# The package's service is not started: there is no init running it here,
-	# and the tests start their own processes on ports of their own.
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends haproxy >&2
+	"$(dirname "$0")/apt-install.sh" haproxy
 	bin=$(find_haproxy) || { echo "haproxy still not found after install" >&2; exit 1; }
 fi
 echo "$bin"

@@ -18,12 +18,9 @@ find_initdb() {
 
 if ! initdb=$(find_initdb); then
 	echo "initdb not found; installing PostgreSQL from Debian's packages" >&2
-	sudo=""
-	[[ $(id -u) -eq 0 ]] || sudo="sudo"
-	$sudo apt-get update >&2
 	# The package may create and start a "main" cluster on 5432; harmless,
 	# orderpipe's servers pick free ports of their own.
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends postgresql >&2
+	"$(dirname "$0")/apt-install.sh" postgresql
 	initdb=$(find_initdb) || { echo "initdb still not found after install" >&2; exit 1; }
 fi
 dirname "$(readlink -f "$initdb")"

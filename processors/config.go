@@ -358,4 +358,3 @@ func (c Config) OpenOrdersView(onUpdate UpdateFunc) (*goka.View, func() error, e
 func (c Config) OpenInventoryView(onUpdate UpdateFunc) (*goka.View, func() error, error) {
 	return c.OpenView(topology.InventoryTable(), saga.StockStateCodec(), onUpdate)
 }
-

@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test lint vet fmt bench fuzz clean up down pg-setup lb-setup lb lb-down kafka-up kafka-down
+.PHONY: all build run test faults lint vet fmt bench fuzz clean up down pg-setup lb-setup lb lb-down kafka-up kafka-down
 
 all: build
 
@@ -26,10 +26,16 @@ run: pg-setup build
 ## Maven on first use), verbosely, so it says what ran on which broker.
 test: pg-setup lb-setup
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v '/integration$$')
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v -e '/integration$$' -e '/faults$$')
 	@if { command -v java && command -v mvn; } >/dev/null || [ "$$CI" = true ]; then \
 		scripts/kafka_test.sh; else echo "skipping scripts/kafka_test.sh: no java or mvn"; fi
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./integration
+	ORDERPIPE_FAULTS=short $(GO) test -race -count=1 -timeout 10m -v ./faults
+
+## faults: every fault scenario on the real broker, real Postgres and HAProxy,
+## with a table of figures; non-zero on any breach or unproven fault.
+faults: pg-setup lb-setup
+	ORDERPIPE_FAULTS=full $(GO) test -race -count=1 -timeout 80m -v ./faults
 
 pg-setup:
 	@scripts/ensure-postgres.sh >/dev/null

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orderpipe/orderpipe/internal/health"
+
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/saga"
@@ -42,16 +44,10 @@ type View interface {
 	Recovered() bool
 }
 
-// Check is a readiness check that /readyz runs on every request.
-type Check struct {
-	// Name identifies the check in /readyz.
-	Name string
-	// Critical checks make /readyz answer 503 while they fail; the others
-	// leave it at 200 with status "degraded".
-	Critical bool
-	// Fn returns nil when healthy. It must be fast and safe for concurrent use.
-	Fn func() error
-}
+// Check is a readiness check that /readyz runs on every request: a
+// critical one failing makes it answer 503, any other leaves it at 200
+// with status "degraded".
+type Check = health.Check
 
 // Deps are what the edge uses but does not own.
 type Deps struct {

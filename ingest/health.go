@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/orderpipe/orderpipe/internal/health"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -15,12 +17,7 @@ func (e *Edge) healthz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
 }
 
 // readyJSON is the answer of /readyz.
-type readyJSON struct {
-	// Status is "ready", "degraded" (a non-critical check fails) or
-	// "not ready" (a critical one fails; the answer is 503).
-	Status string            `json:"status"`
-	Checks map[string]string `json:"checks"`
-}
+type readyJSON = health.Report
 
 // readyz is readiness: whether a load balancer should send traffic here.
 // Built-in critical checks: both views have recovered (before that they
@@ -35,23 +32,9 @@ func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
 		{Name: "broker", Critical: false, Fn: e.brokerAnswering},
 	}
 	checks = append(checks, e.checks...)
-	out := readyJSON{Status: "ready", Checks: make(map[string]string, len(checks))}
-	for _, c := range checks {
-		err := c.Fn()
-		if err == nil {
-			out.Checks[c.Name] = "ok"
-			continue
-		}
-		out.Checks[c.Name] = err.Error()
-		switch {
-		case c.Critical:
-			out.Status = "not ready"
-		case out.Status == "ready":
-			out.Status = "degraded"
-		}
-	}
+	out := health.Evaluate(checks)
 	status := fasthttp.StatusOK
-	if out.Status == "not ready" {
+	if out.Status == health.NotReady {
 		status = fasthttp.StatusServiceUnavailable
 		ctx.Response.Header.Set("Retry-After", "1")
 	}

@@ -133,6 +133,10 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 		fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for Goka table state (LevelDB); empty uses a temporary dir removed on exit")
 		durationFlag(fs, &cfg.FetchWait, "fetch-wait", 0, "how long a processor or view fetch may wait for 256 KiB: 0 answers at the first record (lowest latency); e.g. 25ms cuts the broker's request load under heavy traffic")
 	}
+	if !roles.Ingest {
+		// The edge serves these itself.
+		fs.StringVar(&cfg.OpsListen, "ops-listen", "", "address of /healthz, /readyz and /metrics for this process (e.g. 127.0.0.1:9101); empty serves none")
+	}
 	fs.StringVar(&cfg.ClientID, "client-id", "orderpipe", "client id sent to the brokers")
 	return fs, o
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/opsserver"
 	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/sinks/pgsink"
 	"github.com/orderpipe/orderpipe/topology"
@@ -60,6 +61,9 @@ type Config struct {
 	// OnReady, if set, is called once every component of the process is
 	// ready, with the edge's address ("" without an edge).
 	OnReady func(edgeAddr string)
+	// OpsListen, for a process without the edge, is the address of its
+	// /healthz, /readyz and /metrics. Empty: none. The edge serves its own.
+	OpsListen string
 	// Reload, if set, delivers reload requests (SIGHUP): an edge with an
 	// API keys file reloads it; a process with nothing to reload stops
 	// cleanly, as on SIGTERM.
@@ -97,7 +101,12 @@ func Run(ctx context.Context, cfg Config, roles Roles) error {
 	if edge != nil {
 		front.Go(func() error { return edge.Run(frontCtx) })
 	}
-	front.Go(func() error { announceReady(frontCtx, cfg.OnReady, edge, back, log); return nil })
+	var ops *opsserver.Server
+	if edge == nil && cfg.OpsListen != "" {
+		ops = opsserver.New(cfg.OpsListen, checksOf(back), env.registry, log.With("component", "ops"))
+		front.Go(func() error { return ops.Run(frontCtx) })
+	}
+	front.Go(func() error { announceReady(frontCtx, cfg.OnReady, edge, ops, back, log); return nil })
 	front.Go(func() error { onReload(frontCtx, cfg.Reload, edge, stopFront, log); return nil })
 
 	frontErr := front.Wait()
@@ -140,12 +149,21 @@ func stopErr(err error) error {
 
 // announceReady waits until the edge listens and every role is ready, then
 // logs it and calls onReady once.
-func announceReady(ctx context.Context, onReady func(string), edge *ingest.Edge, back []role, log *slog.Logger) {
+func announceReady(ctx context.Context, onReady func(string), edge *ingest.Edge, ops *opsserver.Server, back []role, log *slog.Logger) {
 	var addr string
 	if edge != nil {
 		select {
 		case <-edge.Listening():
 			addr = edge.Addr()
+		case <-ctx.Done():
+			return
+		}
+	}
+	var attrs []any
+	if ops != nil {
+		select {
+		case <-ops.Listening():
+			attrs = append(attrs, "ops", ops.Addr())
 		case <-ctx.Done():
 			return
 		}
@@ -159,7 +177,7 @@ func announceReady(ctx context.Context, onReady func(string), edge *ingest.Edge,
 		case <-t.C:
 		}
 	}
-	log.Info("orderpipe is ready", "listen", addr)
+	log.Info("orderpipe is ready", append([]any{"listen", addr}, attrs...)...)
 	if onReady != nil {
 		onReady(addr)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/health"
 	"github.com/orderpipe/orderpipe/internal/membroker"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/internal/supervise"
@@ -154,6 +155,16 @@ func (r role) check() error {
 	return nil
 }
 
+// checksOf is the readiness of the back roles, as the edge or the ops
+// listener reports it.
+func checksOf(back []role) []health.Check {
+	var checks []health.Check
+	for _, r := range back {
+		checks = append(checks, health.Check{Name: r.name, Critical: r.critical, Fn: r.check})
+	}
+	return checks
+}
+
 // build builds the roles of the process: the back roles (processor groups,
 // sink) and the edge (nil unless roles.Ingest).
 func build(cfg Config, roles Roles, e *env, log *slog.Logger) ([]role, *ingest.Edge, error) {
@@ -185,10 +196,7 @@ func build(cfg Config, roles Roles, e *env, log *slog.Logger) ([]role, *ingest.E
 	if !roles.Ingest {
 		return back, nil, nil
 	}
-	var checks []ingest.Check
-	for _, r := range back {
-		checks = append(checks, ingest.Check{Name: r.name, Critical: r.critical, Fn: r.check})
-	}
+	checks := checksOf(back)
 	icfg := cfg.Ingest
 	icfg.Brokers, icfg.ClientID, icfg.Topology, icfg.Replication = e.brokers, cfg.ClientID, cfg.Topology, e.replication
 	icfg.DataDir, icfg.FetchWait = e.dataDir, cfg.FetchWait

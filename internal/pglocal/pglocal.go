@@ -228,6 +228,17 @@ func (s *Server) Resume(ctx context.Context) error {
 	return s.launchLocked(ctx, s.Port())
 }
 
+// Pid is the postmaster's process id, 0 while the server is not running:
+// a fault test shows with it that a crash and a recovery really happened.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.runningLocked() {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 // Kill sends SIGKILL to the server and all its backends, like a crash, and
 // waits for the server process to be reaped. Resume recovers from it.
 func (s *Server) Kill() error {

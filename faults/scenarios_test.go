@@ -3,7 +3,9 @@ package faults
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/health"
 	"github.com/orderpipe/orderpipe/internal/proctest"
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -124,11 +127,20 @@ func (r *run) brokerOutage(kill bool) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	stopped := time.Now()
+	watch := r.watchReady(c.edges[1].addr)
+	id := r.acceptedID()
 	r.hold(15*time.Second - time.Since(r.faultAt))
+	// The cache serves reads while the broker is away.
+	if code, body, err := c.getJSON("/v1/orders/" + id); err != nil || code != 200 {
+		r.breach("GET %s with the broker down: %d %v %v", id, code, body, err)
+	}
 	if err := c.kafka.Start(ctx); err != nil {
 		c.t.Fatal(err)
 	}
 	r.healed()
+	c.t.Logf("the broker was down in %s and back %s after; ingest-2's /readyz meanwhile: %v",
+		stopped.Sub(r.faultAt).Round(time.Millisecond), r.healAt.Sub(stopped).Round(time.Millisecond), watch())
 	pid1, err := c.kafka.Pid(ctx)
 	if err != nil {
 		c.t.Fatal(err)
@@ -153,7 +165,8 @@ func (r *run) postgresDown(d time.Duration) {
 	if err := c.pg.Halt(ctx); err != nil {
 		c.t.Fatal(err)
 	}
-	watch := r.watchSink()
+	watch := r.watchReady(c.sink.addr)
+	watchEdge := r.watchReady(c.edges[1].addr)
 	id := r.acceptedID()
 	r.hold(d - time.Since(r.faultAt))
 	// The cache serves reads while the database is away.
@@ -165,7 +178,10 @@ func (r *run) postgresDown(d time.Duration) {
 		c.t.Fatal(err)
 	}
 	r.healed()
-	degraded := watch()
+	degraded := watch()[health.Degraded]
+	if edge := watchEdge(); len(edge) != 1 || edge[health.Ready] == "" {
+		r.breach("ingest-2's readiness while Postgres was down: %v, want ready throughout", edge)
+	}
 	if acked == 0 {
 		r.breach("no order accepted while Postgres was down")
 	}
@@ -175,35 +191,37 @@ func (r *run) postgresDown(d time.Duration) {
 	}
 }
 
-// watchSink polls the sink's /readyz until the returned func is called,
-// which returns what the sink's check said while it was degraded ("" if
-// it never was). The sink being down is not an edge's concern: an edge
-// that turned not ready is a breach.
-func (r *run) watchSink() func() string {
+// watchReady polls addr's /readyz until the returned func is called,
+// which returns the first answer seen for each readiness status.
+func (r *run) watchReady(addr string) func() map[string]string {
 	c := r.c
 	ctx, cancel := context.WithCancel(c.t.Context())
-	var said string
+	seen := map[string]string{}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for sleepCtx(ctx, 250*time.Millisecond) {
-			resp, err := c.http.Get("http://" + c.sink.addr + "/readyz")
+			resp, err := c.http.Get("http://" + addr + "/readyz")
 			if err != nil {
+				if _, ok := seen["unreachable"]; !ok {
+					seen["unreachable"] = err.Error()
+				}
 				continue
 			}
-			var b bytes.Buffer
-			_, _ = b.ReadFrom(resp.Body)
+			var rep health.Report
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if said == "" && strings.Contains(b.String(), `"status":"degraded"`) {
-				said = strings.TrimSpace(b.String())
+			_ = json.Unmarshal(b, &rep)
+			if _, ok := seen[rep.Status]; !ok {
+				seen[rep.Status] = fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
 			}
 		}
 	}()
-	return func() string {
+	return func() map[string]string {
 		cancel()
 		wg.Wait()
-		return said
+		return seen
 	}
 }
 

@@ -159,7 +159,7 @@ func build(cfg Config, deps Deps, w wiring) (*Edge, error) {
 	case w.stock == nil:
 		return nil, errors.New("ingest: no stock view")
 	}
-	names := map[string]bool{"orders_view": true, "inventory_view": true, "edge": true, "broker": true}
+	names := map[string]bool{"orders_view": true, "inventory_view": true, "orders_view_live": true, "inventory_view_live": true, "edge": true, "broker": true}
 	for _, c := range deps.Checks {
 		if c.Name == "" || c.Fn == nil || names[c.Name] {
 			return nil, fmt.Errorf("ingest: check %q: want a unique name and a func", c.Name)

@@ -27,6 +27,8 @@ func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ *client, _ string) {
 		{Name: "orders_view", Critical: true, Fn: recovered(e.orders)},
 		{Name: "inventory_view", Critical: true, Fn: recovered(e.stock)},
 		{Name: "edge", Critical: true, Fn: e.accepting},
+		{Name: "orders_view_live", Critical: false, Fn: live(e.orders)},
+		{Name: "inventory_view_live", Critical: false, Fn: live(e.stock)},
 		// Not critical: every edge shares the broker, and a 503 from this
 		// one is as good an answer as a load balancer's.
 		{Name: "broker", Critical: false, Fn: e.brokerAnswering},
@@ -51,6 +53,14 @@ func recovered(v View) func() error {
 		}
 		return nil
 	}
+}
+
+// live is a view's non-critical check: whether it is up to date.
+func live(v View) func() error {
+	if tv, ok := v.(*tableView); ok {
+		return tv.live
+	}
+	return func() error { return nil }
 }
 
 // accepting fails once Run's context ended.

@@ -84,6 +84,9 @@ type tableView struct {
 	cur    atomic.Pointer[goka.View]
 	status supervise.Status
 	log    *slog.Logger
+	// caughtUp: the view has caught up with its table once in this
+	// process, so its local copy is worth serving while it reconnects.
+	caughtUp atomic.Bool
 }
 
 // Get reads key from the current view.
@@ -101,16 +104,35 @@ func (v *tableView) Recovered() bool {
 	return cur != nil && cur.Recovered()
 }
 
-// check is the view's readiness: why it is not serving.
+// check is the view's readiness: why it is not serving. A view that has
+// caught up once stays ready while it reconnects (a broker restart): it
+// serves its local copy, and live says it may be stale. Taking every
+// edge out of the load balancer then would fail the reads as well as the
+// writes, which get 503 from the edge anyway.
 func (v *tableView) check() error {
 	if v.Recovered() {
+		v.caughtUp.Store(true)
 		v.status.Recovered()
+		return nil
+	}
+	if v.caughtUp.Load() && v.cur.Load() != nil {
 		return nil
 	}
 	if err := v.status.Recovering(); err != nil {
 		return err
 	}
 	return errors.New("recovering")
+}
+
+// live fails while the view is behind its table: reads may be stale.
+func (v *tableView) live() error {
+	switch {
+	case v.Recovered():
+		return nil
+	case v.cur.Load() == nil:
+		return errViewDown
+	}
+	return errors.New("reconnecting: reads are served from the local copy and may be stale")
 }
 
 // Run runs the view until ctx ends, rebuilding it after a failure.

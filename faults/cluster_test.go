@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderpipe/orderpipe/internal/apptest"
 	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/internal/proctest"
-	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -68,17 +68,9 @@ func newCluster(t *testing.T, bin string) *cluster {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512},
 	}}
 	c.kafka = kafkatest.KafkaServerFor(t)
-	pg, err := pglocal.Start(t.Context(), pglocal.Config{Logger: testlog.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = pg.Close(ctx)
-	})
-	c.pg = pg
-	if c.pgURL, err = pg.CreateDatabase(t.Context(), "faults"); err != nil {
+	c.pg = apptest.PostgresFor(t)
+	var err error
+	if c.pgURL, err = c.pg.CreateDatabase(t.Context(), "faults"); err != nil {
 		t.Fatal(err)
 	}
 	if c.kcl, err = kgo.NewClient(kgo.SeedBrokers(c.kafka.Brokers()...)); err != nil {
@@ -191,10 +183,15 @@ func (c *cluster) awaitLB(what string, ok func(map[string]string) bool) {
 	})
 }
 
+// members are every role process the harness has made.
+func (c *cluster) members() []*member {
+	return append(append(append([]*member(nil), c.edges...), c.procs...), c.sink)
+}
+
 // running checks that every role process is still up: a fault must be
 // ridden out, not end a process.
 func (c *cluster) running() error {
-	for _, m := range append(append(append([]*member(nil), c.edges...), c.procs...), c.sink) {
+	for _, m := range c.members() {
 		if m.p != nil && !m.down && !m.p.Running() {
 			return fmt.Errorf("%s exited (%v): %s", m.name, m.p.Cmd.ProcessState, proctest.Tail(m.p.Output(), 3000))
 		}

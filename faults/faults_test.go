@@ -14,6 +14,7 @@ import (
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
 	"github.com/orderpipe/orderpipe/internal/proctest"
 	"github.com/orderpipe/orderpipe/saga"
+	"golang.org/x/sync/errgroup"
 )
 
 // scenario is one fault, injected once the load runs, held, and healed.
@@ -41,6 +42,8 @@ type scenario struct {
 	converge time.Duration
 	// fault injects the fault and heals it, recording its evidence.
 	fault func(r *run)
+	// check, if set, runs once the invariants hold.
+	check func(r *run)
 }
 
 // run is one scenario's run: its load, its fault's times and evidence, and
@@ -57,6 +60,11 @@ type run struct {
 	breaches []string
 	row      row
 	mu       sync.Mutex
+	// more are orders placed by the fault itself, checked with the load's.
+	more []*clientOrder
+	// rebuilt is the rebuild scenario's second sink, on rebuiltURL.
+	rebuilt    *member
+	rebuiltURL string
 }
 
 // evidenced records what shows that the fault happened.
@@ -221,11 +229,14 @@ func (c *cluster) runScenario(sc scenario) *run {
 	if sc.after > 0 {
 		r.load.awaitAccepted(sc.after, r.healAt, "orders accepted after healing", 3*time.Minute)
 	}
-	orders := r.load.end()
+	orders := append(r.load.end(), r.more...)
 	if late := r.load.late.Load(); late > 0 {
 		c.t.Logf("%d orders started more than 100ms behind the schedule (the harness could not keep the rate)", late)
 	}
 	r.verify(orders)
+	if sc.check != nil && !c.t.Failed() {
+		sc.check(r)
+	}
 	switch {
 	case len(r.breaches) > 0 || c.t.Failed():
 		r.row.verdict = "failed"
@@ -434,15 +445,11 @@ func (r *run) verify(orders []*clientOrder) {
 // checkAPI reads every accepted order through the load balancer: it must
 // be final there, with the tables' status.
 func (r *run) checkAPI(ids []string, tb tables) {
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(32)
 	var mu sync.Mutex
-	sem := make(chan struct{}, 32)
 	for _, id := range ids {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			code, body, err := r.c.getJSON("/v1/orders/" + id)
 			want := ""
 			if st := tb.last(id); st != nil {
@@ -456,9 +463,10 @@ func (r *run) checkAPI(ids []string, tb tables) {
 					r.breach("GET accepted order %s: %d %v (%v), want %s", id, code, body, err, want)
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait() // every func returns nil: what failed is a breach
 }
 
 // sleepCtx waits d unless ctx ends first, and says whether it waited.

@@ -42,6 +42,8 @@ type clientOrder struct {
 	attempts int
 	// answers counts the answers by status; 0 is a transport error.
 	answers map[int]int
+	// refusals are how long each 429 or 503 took to come.
+	refusals []time.Duration
 	// accepted is when the 202 came; zero if none did.
 	accepted time.Time
 	// replayed: the 202 said an earlier attempt had landed.
@@ -117,7 +119,7 @@ func (l *load) schedule() {
 			l.late.Add(1)
 		}
 		key := fmt.Sprintf("%s-%d", l.prefix, n)
-		o := &clientOrder{key: key, id: saga.OrderIDForKey("", key).String(), items: l.next(n, rng), intended: intended, answers: map[int]int{}}
+		o := &clientOrder{key: key, id: orderIDFor(key), items: l.next(n, rng), intended: intended, answers: map[int]int{}}
 		l.mu.Lock()
 		l.orders = append(l.orders, o)
 		l.mu.Unlock()
@@ -129,6 +131,10 @@ func (l *load) schedule() {
 		}()
 	}
 }
+
+// orderIDFor is the id of the order of key: the edge derives it from the
+// (anonymous) client and the key.
+func orderIDFor(key string) string { return saga.OrderIDForKey("", key).String() }
 
 // end stops starting orders and waits until every client is done.
 func (l *load) end() []*clientOrder {
@@ -175,8 +181,13 @@ func (c *cluster) place(o *clientOrder, mu *sync.Mutex) {
 	began := time.Now()
 	backoff := 50 * time.Millisecond
 	for attempt := 1; attempt <= maxAttempts && time.Since(began) < maxRetrying; attempt++ {
+		sent := time.Now()
 		code, hdr, answer := c.post(body, o.key)
+		took := time.Since(sent)
 		mu.Lock()
+		if code == 429 || code == 503 {
+			o.refusals = append(o.refusals, took)
+		}
 		o.attempts, o.last = attempt, code
 		o.answers[code]++
 		if (code == 429 || code == 503) && hdr.Get("Retry-After") == "" {

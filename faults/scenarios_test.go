@@ -34,6 +34,8 @@ func scenarios() []scenario {
 		{name: "ingest-kill", short: true, fault: (*run).killIngest},
 		{name: "poison", short: true, fault: (*run).poison},
 		{name: "rebalance-1-3-1", fault: (*run).rebalance131},
+		{name: "overload", rate: 20, fault: (*run).overload},
+		{name: "rebuild", fault: (*run).rebuild, check: (*run).compareRebuild},
 		{name: "oversell", short: true, skus: 1, stock: 100, rate: 200, max: 1000, soldOut: true, lines: oneUnit, fault: (*run).rebalanceDuringBurst},
 	}
 }

@@ -61,7 +61,7 @@ func (e *Edge) getStock(ctx *fasthttp.RequestCtx, _ *client, sku string) {
 		writeProblem(ctx, invalidRequest(fmt.Sprintf("a SKU is 1 to %d characters from A-Z, a-z, 0-9, '.', '_', '-'", maxSKULen)))
 		return
 	}
-	if !e.stock.Recovered() {
+	if !readable(e.stock) {
 		writeProblem(ctx, notReady("the inventory view is still recovering"))
 		return
 	}
@@ -73,6 +73,9 @@ func (e *Edge) getStock(ctx *fasthttp.RequestCtx, _ *client, sku string) {
 	}
 	st, ok := v.(*saga.StockState)
 	switch {
+	case (v == nil || (ok && st == nil)) && !e.stock.Recovered():
+		writeProblem(ctx, notReady("the inventory view is reconnecting to the broker: it cannot tell yet whether SKU "+sku+" has stock"))
+		return
 	case v == nil || (ok && st == nil):
 		writeProblem(ctx, notFound("there is no stock for SKU "+sku))
 		return

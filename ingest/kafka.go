@@ -115,13 +115,20 @@ func (v *tableView) check() error {
 		v.status.Recovered()
 		return nil
 	}
-	if v.caughtUp.Load() && v.cur.Load() != nil {
+	if v.readable() {
 		return nil
 	}
 	if err := v.status.Recovering(); err != nil {
 		return err
 	}
 	return errors.New("recovering")
+}
+
+// readable: reads may be answered from the view. It is caught up, or it
+// caught up once in this process and reconnects: its local copy is then
+// at most as old as the outage.
+func (v *tableView) readable() bool {
+	return v.Recovered() || (v.caughtUp.Load() && v.cur.Load() != nil)
 }
 
 // live fails while the view is behind its table: reads may be stale.

@@ -113,7 +113,7 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 		writeProblem(ctx, p)
 		return
 	}
-	if !e.orders.Recovered() {
+	if !readable(e.orders) {
 		writeProblem(ctx, notReady("the orders view is still recovering"))
 		return
 	}
@@ -144,6 +144,11 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 	case err != nil:
 		e.log.Warn("orders view lookup failed", "order_id", id, "err", err)
 		writeProblem(ctx, notReady("the orders view cannot be read"))
+		return
+	case st == nil && !e.orders.Recovered():
+		// A view that reconnects may lack an order accepted meanwhile:
+		// only a caught-up view can say an order does not exist.
+		writeProblem(ctx, notReady("the orders view is reconnecting to the broker: it cannot tell yet whether order "+id+" exists"))
 		return
 	case st == nil:
 		writeProblem(ctx, notFound("there is no order "+id))

@@ -3,10 +3,7 @@ package integration_test
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -15,19 +12,12 @@ import (
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/app"
 	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/proctest"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
-// proc is an `orderpipe` subprocess.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	// exited is closed once the process has been reaped.
-	exited chan struct{}
-	// killed says the test SIGKILLed it: no clean exit is expected.
-	killed bool
-}
+// proc is an `orderpipe` subprocess of the test.
+type proc = proctest.Proc
 
 // spawn runs `orderpipe <command> --brokers ... args...` as a separate
 // process named name (also its client id, which is how its group
@@ -47,43 +37,10 @@ func (e *env) spawn(name, command string, args ...string) *proc {
 	return e.startProcess(name, exec.Command(binary, append([]string{command}, args...)...), true)
 }
 
-// startProcess starts cmd as the test's process name, with its output in a
-// log of its own. At the end of the test it gets SIGTERM (SIGKILL after
-// 60s); unless it was killed on purpose, wantCleanExit fails the test on a
-// non-zero exit.
+// startProcess starts cmd as the test's process name (see proctest.Start).
 func (e *env) startProcess(name string, cmd *exec.Cmd, wantCleanExit bool) *proc {
 	e.t.Helper()
-	p := &proc{name: name, cmd: cmd, log: filepath.Join(e.t.TempDir(), "log"), exited: make(chan struct{})}
-	f, err := os.Create(p.log)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait() // a killed process's exit status is expected
-		f.Close()
-		close(p.exited)
-	}()
-	e.t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(60 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			e.t.Errorf("process %s did not stop within 60s of SIGTERM", name)
-		}
-		if wantCleanExit && !p.killed && !p.cmd.ProcessState.Success() {
-			e.t.Errorf("process %s: %v, not a clean exit", name, p.cmd.ProcessState)
-		}
-		if e.t.Failed() {
-			e.t.Logf("log of %s:\n%s", name, tail(p.output(), 4000))
-		}
-	})
-	return p
+	return proctest.Start(e.t, name, cmd, wantCleanExit)
 }
 
 // spawnRole runs a long-lived role; roles with table state get a data dir
@@ -98,25 +55,9 @@ func (e *env) spawnRole(name, command string, args ...string) *proc {
 
 // ready waits until p logs that it is ready and returns the edge address it
 // logged, if any.
-func (p *proc) ready(e *env) string {
+func ready(e *env, p *proc) string {
 	e.t.Helper()
-	// internal/app logs this once every component is ready.
-	readyLine := regexp.MustCompile(`msg="orderpipe is ready"(?: listen=(\S+))?`)
-	deadline := time.After(3 * time.Minute)
-	tick := time.NewTicker(await.Poll)
-	defer tick.Stop()
-	for {
-		if m := readyLine.FindSubmatch(p.output()); m != nil {
-			return strings.Trim(string(m[1]), `"`)
-		}
-		select {
-		case <-p.exited:
-			e.t.Fatalf("%s exited before ready (%v): %s", p.name, p.cmd.ProcessState, tail(p.output(), 2000))
-		case <-deadline:
-			e.t.Fatalf("%s not ready within 3 minutes", p.name)
-		case <-tick.C:
-		}
-	}
+	return p.Ready(e.t, 3*time.Minute).Listen
 }
 
 // oneShot runs a command that must finish by itself, successfully.
@@ -124,35 +65,13 @@ func (e *env) oneShot(command string, args ...string) {
 	e.t.Helper()
 	p := e.spawn(command, command, args...)
 	select {
-	case <-p.exited:
+	case <-p.Exited():
 	case <-time.After(3 * time.Minute):
 		e.t.Fatalf("orderpipe %s did not finish within 3 minutes", command)
 	}
-	if !p.cmd.ProcessState.Success() {
-		e.t.Fatalf("orderpipe %s: %v: %s", command, p.cmd.ProcessState, tail(p.output(), 2000))
+	if !p.Cmd.ProcessState.Success() {
+		e.t.Fatalf("orderpipe %s: %v: %s", command, p.Cmd.ProcessState, proctest.Tail(p.Output(), 2000))
 	}
-}
-
-func (p *proc) output() []byte {
-	b, _ := os.ReadFile(p.log)
-	return b
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return bytes.TrimSpace(b)
-}
-
-// kill sends SIGKILL: no shutdown, no commit, no leaving the group.
-func (p *proc) kill() error {
-	p.killed = true
-	if err := p.cmd.Process.Kill(); err != nil {
-		return err
-	}
-	<-p.exited
-	return nil
 }
 
 // ownership is, per processor group, how many input partitions each
@@ -240,8 +159,8 @@ func testScaleOut(e *env) {
 	edge := e.start(app.Roles{Ingest: true, Sink: true, EnsureTopics: true}, e.t.TempDir())
 	dir1 := e.t.TempDir()
 	p1, p2 := e.spawnRole("proc-1", "process", "--data-dir", dir1), e.spawnRole("proc-2", "process")
-	p1.ready(e)
-	p2.ready(e)
+	ready(e, p1)
+	ready(e, p2)
 	before := e.awaitOwners("proc-1", "proc-2")
 	// Enough stock that orders after the restart still reserve some.
 	initial := stockOf(10, 500)
@@ -261,7 +180,7 @@ func testScaleOut(e *env) {
 		during <- result{ids, err}
 	}()
 	lag := e.lag()
-	if err := p1.kill(); err != nil {
+	if err := p1.Kill(); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Logf("SIGKILLed proc-1 with %d input records uncommitted and 300 orders being submitted", lag)
@@ -277,7 +196,7 @@ func testScaleOut(e *env) {
 
 	// The machine comes back: proc-1 restarts on the table state its
 	// SIGKILL left on disk, takes back its share, and the flow goes on.
-	e.spawnRole("proc-1", "process", "--data-dir", dir1).ready(e)
+	ready(e, e.spawnRole("proc-1", "process", "--data-dir", dir1))
 	e.awaitOwners("proc-1", "proc-2")
 	e.t.Logf("proc-1 restarted on its old data dir and shares the partitions again")
 	ids = append(ids, e.submit(edge.Addr, orders[900:])...)
@@ -312,9 +231,9 @@ func testProcesses(e *env) {
 		e.spawnRole("process-2", "process"),
 		e.spawnRole("sink-1", "sink", "--postgres-url", e.pgURL),
 	}
-	edge := roles[0].ready(e)
+	edge := ready(e, roles[0])
 	for _, r := range roles[1:] {
-		r.ready(e)
+		ready(e, r)
 	}
 	e.t.Logf("topics, migrate and 4 roles ready in %s", time.Since(began).Round(time.Millisecond))
 	initial := stockOf(20, 300)
@@ -334,15 +253,15 @@ func testProcesses(e *env) {
 
 	// SIGHUP: a role with nothing to reload stops as on SIGTERM, cleanly.
 	sink := roles[3]
-	if err := sink.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := sink.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		e.t.Fatal(err)
 	}
 	select {
-	case <-sink.exited:
+	case <-sink.Exited():
 	case <-time.After(60 * time.Second):
 		e.t.Fatalf("sink-1 did not stop within 60s of SIGHUP")
 	}
-	if !sink.cmd.ProcessState.Success() || !bytes.Contains(sink.output(), []byte("SIGHUP: nothing to reload")) {
-		e.t.Errorf("sink-1 on SIGHUP: %v, want a clean stop saying why: %s", sink.cmd.ProcessState, tail(sink.output(), 1000))
+	if !sink.Cmd.ProcessState.Success() || !bytes.Contains(sink.Output(), []byte("SIGHUP: nothing to reload")) {
+		e.t.Errorf("sink-1 on SIGHUP: %v, want a clean stop saying why: %s", sink.Cmd.ProcessState, proctest.Tail(sink.Output(), 1000))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/proctest"
 	"github.com/orderpipe/orderpipe/saga"
 )
 
@@ -19,30 +20,12 @@ const outage = 15 * time.Second
 // produceTimeout is the edges' --produce-timeout in these scenarios.
 const produceTimeout = 3 * time.Second
 
-// testBrokerRestartProcesses: every role as its own process, steady load
-// through the edge, and the broker stopped gracefully for 15s, then started
-// again on its data.
-func testBrokerRestartProcesses(e *env) {
-	e.oneShot("topics")
-	e.oneShot("migrate", "--postgres-url", e.pgURL)
-	procs := []*proc{
-		e.spawnRole("ingest-1", "ingest", "--listen", "127.0.0.1:0", "--produce-timeout", produceTimeout.String()),
-		e.spawnRole("process-1", "process"),
-		e.spawnRole("sink-1", "sink", "--postgres-url", e.pgURL),
-	}
-	edge := procs[0].ready(e)
-	for _, p := range procs[1:] {
-		p.ready(e)
-	}
-	e.rideOutBrokerOutage(edge, procs, false)
-}
-
 // testBrokerKillRun: `orderpipe run` as one process, steady load, and the
 // broker SIGKILLed, then started again after 15s.
 func testBrokerKillRun(e *env) {
 	p := e.spawnRole("run-1", "run", "--listen", "127.0.0.1:0", "--postgres-url", e.pgURL,
 		"--data-dir", e.t.TempDir(), "--produce-timeout", produceTimeout.String())
-	e.rideOutBrokerOutage(p.ready(e), []*proc{p}, true)
+	e.rideOutBrokerOutage(ready(e, p), []*proc{p}, true)
 }
 
 // attempt is one POST of the load and its answer.
@@ -184,8 +167,8 @@ func (e *env) rideOutBrokerOutage(edge string, procs []*proc, kill bool) {
 
 	for _, p := range procs {
 		select {
-		case <-p.exited:
-			e.t.Fatalf("%s exited during the outage (%v): %s", p.name, p.cmd.ProcessState, tail(p.output(), 3000))
+		case <-p.Exited():
+			e.t.Fatalf("%s exited during the outage (%v): %s", p.Name, p.Cmd.ProcessState, proctest.Tail(p.Output(), 3000))
 		default:
 		}
 	}

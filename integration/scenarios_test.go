@@ -23,8 +23,6 @@ func scenarios() []scenario {
 		{name: "idempotency", run: testIdempotency},
 		{name: "scale-out", run: testScaleOut},
 		{name: "processes", run: testProcesses},
-		{name: "edge-kill-behind-lb", run: testEdgeKillBehindLB},
-		{name: "broker-restart-processes", run: testBrokerRestartProcesses, restartsBroker: true},
 		{name: "broker-kill-run", run: testBrokerKillRun, restartsBroker: true},
 	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/orderpipe/orderpipe/internal/apptest"
 	"github.com/orderpipe/orderpipe/internal/await"
-	"github.com/orderpipe/orderpipe/internal/testlog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/internal/app"
@@ -35,15 +34,7 @@ type system struct {
 
 func startSystem(t *testing.T) *system {
 	t.Helper()
-	pg, err := pglocal.Start(t.Context(), pglocal.Config{Logger: testlog.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = pg.Close(ctx)
-	})
+	pg := apptest.PostgresFor(t)
 	s := &system{t: t, pg: pg, url: pg.URL(), http: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},

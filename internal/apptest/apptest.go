@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/internal/testlog"
 )
 
@@ -81,4 +82,20 @@ func StartFor(tb testing.TB, cfg app.Config, roles app.Roles) *Process {
 		}
 	})
 	return p
+}
+
+// PostgresFor starts a throwaway PostgreSQL for tb and removes it when tb
+// ends.
+func PostgresFor(tb testing.TB) *pglocal.Server {
+	tb.Helper()
+	pg, err := pglocal.Start(tb.Context(), pglocal.Config{Logger: testlog.New()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = pg.Close(ctx)
+	})
+	return pg
 }

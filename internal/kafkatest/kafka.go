@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderpipe/orderpipe/internal/proctest"
+
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,7 +50,7 @@ func KafkaAvailable() error {
 // ports, and waits until it serves requests. The jars are fetched once into
 // the repository's .cache and shared by every broker.
 func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
-	root, err := repoRoot()
+	root, err := proctest.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -157,24 +159,6 @@ func (k *Kafka) run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.Bytes(), err
-}
-
-// repoRoot finds the module root from the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func freePort() (int, error) {

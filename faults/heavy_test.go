@@ -1,0 +1,226 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/orderpipe/orderpipe/internal/await"
+)
+
+// rssBound is what no role may use while overloaded: the edge's
+// admission control bounds what it holds, whatever the offered rate.
+const rssBound = 512 << 20
+
+// overload measures the capacity with closed-loop clients, then offers 5
+// times that for 30s, open loop, from clients that retry as told. Goodput
+// must stay at least 80% of capacity, refusals must be fast and carry
+// Retry-After, memory must stay bounded, and the pipeline must recover.
+func (r *run) overload() {
+	c := r.c
+	capacity := r.closedLoop("overload-cap", 128, 15*time.Second)
+	r.c.t.Logf("capacity: %.0f orders/s accepted by 128 closed-loop clients over 15s", capacity)
+	if capacity <= 0 {
+		c.t.Fatal("no capacity measured")
+	}
+	stopRSS := r.watchRSS()
+	began := time.Now()
+	over := c.startLoad(r.sc.name+"-x5", 5*capacity, int(5*capacity*30), func(n int, rng *rand.Rand) []line { return randomLines(r.skus, n, rng) })
+	r.hold(30 * time.Second)
+	overOrders := over.end()
+	r.healed()
+	peak := stopRSS()
+	window := time.Since(began)
+	accepted, refusals := 0, []time.Duration(nil)
+	for _, o := range overOrders {
+		if !o.accepted.IsZero() && o.accepted.Sub(began) <= 30*time.Second {
+			accepted++
+		}
+		refusals = append(refusals, o.refusals...)
+	}
+	r.more = append(r.more, overOrders...)
+	goodput := float64(accepted) / (30 * time.Second).Seconds()
+	slices.Sort(refusals)
+	p99 := time.Duration(0)
+	if len(refusals) > 0 {
+		p99 = refusals[len(refusals)*99/100]
+	}
+	r.c.t.Logf("overload: offered %.0f/s (5x) for %s: %d orders started, %.0f accepted/s = %.2f of capacity; %d refusals, p99 %s; peak RSS %v",
+		5*capacity, window.Round(time.Millisecond), len(overOrders), goodput, goodput/capacity, len(refusals), p99, peak)
+	if len(refusals) > 0 {
+		r.evidenced("offered 5x the capacity (%.0f/s against %.0f/s): %d refusals (429/503), p99 %s", 5*capacity, capacity, len(refusals), p99)
+	}
+	if goodput < 0.8*capacity {
+		r.breach("goodput %.0f/s under 5x overload is %.2f of capacity %.0f/s, want >= 0.8", goodput, goodput/capacity, capacity)
+	}
+	if p99 > 50*time.Millisecond {
+		r.breach("p99 of refusals %s, want within 50ms", p99)
+	}
+	for name, rss := range peak {
+		if rss > rssBound {
+			r.breach("%s peaked at %d MiB RSS, bound %d MiB", name, rss>>20, rssBound>>20)
+		}
+	}
+	// Recovery: how soon after the overload a new order is accepted at once.
+	healed := time.Now()
+	await.Until(c.t, "an order accepted within 1s after the overload", time.Minute, func() error {
+		body := []byte(`{"customer_id":"c-1","currency":"EUR","items":[{"sku":"` + r.skus[0] + `","quantity":1,"unit_price_cents":100}]}`)
+		key := fmt.Sprintf("%s-recovery-%d", r.sc.name, time.Now().UnixNano())
+		sent := time.Now()
+		code, _, _ := c.post(body, key)
+		o := &clientOrder{key: key, id: orderIDFor(key), answers: map[int]int{code: 1}, last: code, intended: sent}
+		if code == 202 {
+			o.accepted = time.Now()
+		}
+		r.more = append(r.more, o)
+		if code != 202 || time.Since(sent) > time.Second {
+			return fmt.Errorf("%d in %s", code, time.Since(sent))
+		}
+		return nil
+	})
+	r.c.t.Logf("recovered %s after the overload ended", time.Since(healed).Round(time.Millisecond))
+}
+
+// closedLoop runs clients that each place orders one after another for d,
+// and returns the accepted orders per second.
+func (r *run) closedLoop(prefix string, clients int, d time.Duration) float64 {
+	c := r.c
+	var mu sync.Mutex
+	var orders []*clientOrder
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for n := 0; n < 100000 && time.Now().Before(end); n++ {
+				key := fmt.Sprintf("%s-%d-%d", prefix, w, n)
+				o := &clientOrder{key: key, id: orderIDFor(key), items: randomLines(r.skus, n, rng), intended: time.Now(), answers: map[int]int{}}
+				mu.Lock()
+				orders = append(orders, o)
+				mu.Unlock()
+				c.place(o, &mu)
+			}
+		}()
+	}
+	wg.Wait()
+	r.more = append(r.more, orders...)
+	accepted := 0
+	for _, o := range orders {
+		if !o.accepted.IsZero() && !o.accepted.After(end) {
+			accepted++
+		}
+	}
+	return float64(accepted) / d.Seconds()
+}
+
+// watchRSS samples every role's resident memory until the returned func
+// is called, which returns each role's peak.
+func (r *run) watchRSS() func() map[string]int64 {
+	c := r.c
+	ctx, cancel := context.WithCancel(c.t.Context())
+	peak := map[string]int64{}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sleepCtx(ctx, 250*time.Millisecond) {
+			for _, m := range c.members() {
+				if m.down || !m.p.Running() {
+					continue
+				}
+				if rss := rssOf(m.p.Pid()); rss > peak[m.name] {
+					peak[m.name] = rss
+				}
+			}
+		}
+	}()
+	return func() map[string]int64 {
+		cancel()
+		wg.Wait()
+		return peak
+	}
+}
+
+// rssOf is a process's resident set in bytes, 0 if unknown.
+func rssOf(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// rebuild starts a fresh sink, in a group of its own, on an empty
+// database; compareRebuild then checks it ends byte for byte equal.
+func (r *run) rebuild() {
+	c := r.c
+	url, err := c.pg.CreateDatabase(c.t.Context(), "faults_rebuild")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.oneShot("migrate", "--postgres-url", url)
+	r.rebuilt = c.member("sink-rebuild", "sink", "--postgres-url", url, "--sink-group", "orderpipe-sink-rebuild")
+	r.rebuiltURL = url
+	c.start(r.rebuilt)
+	r.healed()
+}
+
+// compareRebuild waits until the rebuilt database hashes like the first
+// one, table by table, with the pipeline quiet.
+func (r *run) compareRebuild() {
+	c := r.c
+	var first, second map[string]string
+	await.Until(c.t, "the rebuilt database equal to the first", 3*time.Minute, func() error {
+		var err error
+		if first, err = tableHashes(c.t.Context(), c.pgURL); err != nil {
+			return err
+		}
+		if second, err = tableHashes(c.t.Context(), r.rebuiltURL); err != nil {
+			return err
+		}
+		for t, h := range first {
+			if second[t] != h {
+				return fmt.Errorf("%s: %s, rebuilt %s", t, h, second[t])
+			}
+		}
+		return nil
+	})
+	r.evidenced("a fresh sink group on an empty database rebuilt it byte for byte: %v", first)
+	c.stop(r.rebuilt)
+}
+
+// tableHashes is, per table, its row count and the md5 of its rows in
+// key order.
+func tableHashes(ctx context.Context, url string) (map[string]string, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	out := map[string]string{}
+	for table, order := range map[string]string{"orders": "order_id", "order_items": "order_id, line_no", "inventory": "sku"} {
+		var n int64
+		var h string
+		q := fmt.Sprintf("select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by %s), '')) from %s t", order, table)
+		if err := conn.QueryRow(ctx, q).Scan(&n, &h); err != nil {
+			return nil, fmt.Errorf("hash %s: %w", table, err)
+		}
+		out[table] = fmt.Sprintf("%d rows %s", n, h[:12])
+	}
+	return out, nil
+}

@@ -17,7 +17,7 @@ type Check struct {
 // Statuses of a Report.
 const (
 	Ready    = "ready"
-	Degraded = "degraded" // a non-critical check fails
+	Degraded = "degraded"  // a non-critical check fails
 	NotReady = "not ready" // a critical check fails
 )
 

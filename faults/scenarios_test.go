@@ -28,7 +28,7 @@ func scenarios() []scenario {
 		{name: "broker-stop-15s", short: true, fault: func(r *run) { r.brokerOutage(false) }},
 		{name: "broker-kill", fault: func(r *run) { r.brokerOutage(true) }},
 		{name: "postgres-down-30s", short: true, fault: func(r *run) { r.postgresDown(30 * time.Second) }},
-		{name: "postgres-down-300s", converge: 5 * time.Minute, fault: func(r *run) { r.postgresDown(300 * time.Second) }},
+		{name: "postgres-down-300s", max: 90000, converge: 5 * time.Minute, fault: func(r *run) { r.postgresDown(300 * time.Second) }},
 		{name: "sink-kill", fault: (*run).killSink},
 		{name: "postgres-kill", fault: (*run).killPostgres},
 		{name: "ingest-kill", short: true, fault: (*run).killIngest},
@@ -36,7 +36,7 @@ func scenarios() []scenario {
 		{name: "rebalance-1-3-1", fault: (*run).rebalance131},
 		{name: "overload", rate: 20, fault: (*run).overload},
 		{name: "rebuild", fault: (*run).rebuild, check: (*run).compareRebuild},
-		{name: "oversell", short: true, skus: 1, stock: 100, rate: 200, max: 1000, soldOut: true, lines: oneUnit, fault: (*run).rebalanceDuringBurst},
+		{name: "oversell", short: true, skus: 1, stock: 100, rate: 200, max: 1000, burst: true, soldOut: true, lines: oneUnit, fault: (*run).rebalanceDuringBurst},
 	}
 }
 
@@ -240,7 +240,8 @@ func (r *run) acceptedID() string {
 	return ""
 }
 
-// killSink SIGKILLs the sink during batches, three times, restarting it.
+// killSink SIGKILLs the sink under load (it writes a batch every few ms),
+// three times, restarting it.
 func (r *run) killSink() {
 	c := r.c
 	for i := range 3 {
@@ -248,7 +249,7 @@ func (r *run) killSink() {
 		pid := c.kill(c.sink)
 		c.start(c.sink)
 		if c.sink.p.Pid() != pid {
-			r.evidenced("kill %d: sink pid %d SIGKILLed mid-batch, restarted as pid %d", i+1, pid, c.sink.p.Pid())
+			r.evidenced("kill %d: sink pid %d SIGKILLed under load, restarted as pid %d", i+1, pid, c.sink.p.Pid())
 		}
 	}
 	r.healed()

@@ -261,6 +261,12 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(string(topology.OrdersTable()), string(topology.InventoryTable())),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A sink that crashed holds its partitions until its session times
+		// out: with franz-go's 45s, each SIGKILL in the fault harness
+		// stalled Postgres for ~45s (3 kills: converged 88s after). 10s
+		// and a heartbeat a second, as the processors' Sarama has.
+		kgo.SessionTimeout(10 * time.Second),
+		kgo.HeartbeatInterval(time.Second),
 		// Offsets are committed by process, after the database commit, and
 		// rebalances wait until then so we never commit a partition that
 		// moved to another member meanwhile.

@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"os"
 	"context"
 	"fmt"
 	"net/http"
@@ -64,8 +65,11 @@ type member struct {
 func newCluster(t *testing.T, bin string) *cluster {
 	t.Helper()
 	c := &cluster{root: t, t: t, bin: bin, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512},
+		Timeout: 30 * time.Second,
+		// Enough connections that an open-loop load reaches HAProxy as
+		// offered: with fewer, requests queue in the client and the load
+		// turns closed-loop.
+		Transport: &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 4096},
 	}}
 	c.kafka = kafkatest.KafkaServerFor(t)
 	c.pg = apptest.PostgresFor(t)
@@ -82,7 +86,7 @@ func newCluster(t *testing.T, bin string) *cluster {
 	c.oneShot("topics")
 	c.oneShot("migrate", "--postgres-url", c.pgURL)
 	for i := range 2 {
-		c.edges = append(c.edges, c.member(fmt.Sprintf("ingest-%d", i+1), "ingest", "--produce-timeout", produceTimeout.String()))
+		c.edges = append(c.edges, c.member(fmt.Sprintf("ingest-%d", i+1), "ingest", append([]string{"--produce-timeout", produceTimeout.String()}, strings.Fields(os.Getenv("ORDERPIPE_FAULTS_EDGE_ARGS"))...)...))
 	}
 	for i := range 2 {
 		c.procs = append(c.procs, c.member(fmt.Sprintf("process-%d", i+1), "process"))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -219,7 +220,7 @@ func (c *cluster) runScenario(sc scenario) *run {
 		r.initial[sku] = sc.stock
 	}
 	c.setStock(r.initial)
-	r.load = c.startLoad(sc.name, sc.rate, sc.max, func(n int, rng *rand.Rand) []line { return sc.lines(r.skus, n, rng) })
+	r.load = c.startLoad(sc.name, sc.rate, sc.max, maxAttempts, func(n int, rng *rand.Rand) []line { return sc.lines(r.skus, n, rng) })
 	began := time.Now()
 	if !sc.burst {
 		r.load.awaitAccepted(100, began, "orders accepted before the fault", 3*time.Minute)
@@ -269,7 +270,14 @@ func (r *run) verify(orders []*clientOrder) {
 	c, ctx := r.c, r.c.t.Context()
 	var accepted []string
 	noRetryAfter := 0
+	brokenWhy, refusedAs := map[string]int{}, map[string]int{}
 	for _, o := range orders {
+		for t, n := range o.refusedAs {
+			refusedAs[t] += n
+		}
+		if o.broken != "" {
+			brokenWhy[o.broken]++
+		}
 		r.row.offered++
 		r.row.answered503 += o.answers[503]
 		r.row.answered504 += o.answers[504]
@@ -297,6 +305,12 @@ func (r *run) verify(orders []*clientOrder) {
 		}
 	}
 
+	if len(refusedAs) > 0 {
+		c.t.Logf("refusals by problem type: %v", refusedAs)
+	}
+	if len(brokenWhy) > 0 {
+		c.t.Logf("transport errors, the first of each order: %v", firstN(brokenWhy, 5))
+	}
 	if noRetryAfter > 3 {
 		r.breach("%d orders got 429/503 answers without Retry-After", noRetryAfter)
 	}
@@ -470,6 +484,20 @@ func (r *run) checkAPI(ids []string, tb tables) {
 		})
 	}
 	_ = g.Wait() // every func returns nil: what failed is a breach
+}
+
+// firstN is up to n entries of m, the most frequent first.
+func firstN(m map[string]int, n int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return m[b] - m[a] })
+	var out []string
+	for _, k := range keys[:min(n, len(keys))] {
+		out = append(out, fmt.Sprintf("%d× %s", m[k], k))
+	}
+	return out
 }
 
 // sleepCtx waits d unless ctx ends first, and says whether it waited.

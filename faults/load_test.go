@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"path"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type clientOrder struct {
 	attempts int
 	// answers counts the answers by status; 0 is a transport error.
 	answers map[int]int
+	// broken is the first transport error.
+	broken string
+	// refusedAs counts the refusals by problem type.
+	refusedAs map[string]int
 	// refusals are how long each 429 or 503 took to come.
 	refusals []time.Duration
 	// accepted is when the 202 came; zero if none did.
@@ -65,6 +70,8 @@ type load struct {
 	// prefix starts every key of the load.
 	prefix string
 	max    int
+	// attempts bounds each client's attempts (default maxAttempts).
+	attempts int
 
 	mu     sync.Mutex
 	orders []*clientOrder
@@ -80,13 +87,13 @@ const (
 	maxAttempts = 60
 	maxRetrying = 2 * time.Minute
 	// maxClients bounds the clients in flight at once.
-	maxClients = 4000
+	maxClients = 8000
 )
 
 // startLoad starts orders at rate per second, at most max of them, with
-// lines from next, keys prefix-N.
-func (c *cluster) startLoad(prefix string, rate float64, max int, next func(n int, rng *rand.Rand) []line) *load {
-	l := &load{c: c, rate: rate, next: next, prefix: prefix, max: max, stop: make(chan struct{})}
+// lines from next, keys prefix-N, each tried at most attempts times.
+func (c *cluster) startLoad(prefix string, rate float64, max, attempts int, next func(n int, rng *rand.Rand) []line) *load {
+	l := &load{c: c, rate: rate, next: next, prefix: prefix, max: max, attempts: attempts, stop: make(chan struct{})}
 	l.wg.Add(1)
 	go l.schedule()
 	return l
@@ -127,7 +134,7 @@ func (l *load) schedule() {
 		go func() {
 			defer l.wg.Done()
 			defer func() { <-sem }()
-			l.c.place(o, &l.mu)
+			l.c.place(o, &l.mu, l.attempts)
 		}()
 	}
 }
@@ -171,22 +178,29 @@ func (l *load) awaitAccepted(n int, t time.Time, what string, within time.Durati
 
 // place posts o through the load balancer until it is accepted or
 // refused for good (a 4xx other than 429), retrying after Retry-After (at
-// most 1s) or a short backoff. mu guards o, which the harness reads while
-// the load runs.
-func (c *cluster) place(o *clientOrder, mu *sync.Mutex) {
+// most 1s) or a short backoff, at most attempts times. mu guards o, which
+// the harness reads while the load runs.
+func (c *cluster) place(o *clientOrder, mu *sync.Mutex, attempts int) {
 	body, err := json.Marshal(orderBody{CustomerID: "c-1", Currency: "EUR", Items: o.items})
 	if err != nil {
 		panic(err) // a fixed struct always marshals
 	}
 	began := time.Now()
 	backoff := 50 * time.Millisecond
-	for attempt := 1; attempt <= maxAttempts && time.Since(began) < maxRetrying; attempt++ {
+	for attempt := 1; attempt <= attempts && time.Since(began) < maxRetrying; attempt++ {
 		sent := time.Now()
 		code, hdr, answer := c.post(body, o.key)
 		took := time.Since(sent)
 		mu.Lock()
 		if code == 429 || code == 503 {
 			o.refusals = append(o.refusals, took)
+			if o.refusedAs == nil {
+				o.refusedAs = map[string]int{}
+			}
+			o.refusedAs[problemType(answer)]++
+		}
+		if code == 0 && o.broken == "" {
+			o.broken = string(answer)
 		}
 		o.attempts, o.last = attempt, code
 		o.answers[code]++
@@ -230,14 +244,26 @@ func (c *cluster) post(body []byte, key string) (int, http.Header, []byte) {
 	req.Header.Set("Idempotency-Key", key)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, http.Header{}, nil
+		return 0, http.Header{}, []byte(err.Error())
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, http.Header{}, nil // a broken answer is no answer
+		return 0, http.Header{}, []byte(err.Error()) // a broken answer is no answer
 	}
 	return resp.StatusCode, resp.Header, answer
+}
+
+// problemType is the last part of a problem's type URI, "?" if the body
+// is no problem.
+func problemType(body []byte) string {
+	var p struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(body, &p) != nil || p.Type == "" {
+		return "?"
+	}
+	return path.Base(p.Type)
 }
 
 // getJSON GETs path through the load balancer.

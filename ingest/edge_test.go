@@ -163,7 +163,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		`orderpipe_ingest_requests_total{code="202",route="post_order"} 1`,
-		`orderpipe_ingest_request_duration_seconds_bucket{route="post_order"`,
+		`orderpipe_ingest_request_duration_seconds_bucket{code="202",route="post_order"`,
 		`orderpipe_ingest_produce_duration_seconds_count{result="ok",topic="orders.submitted"} 1`,
 		`orderpipe_ingest_orders_in_flight 1`,
 		`orderpipe_ingest_admission_rejected_total 0`,

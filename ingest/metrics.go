@@ -35,8 +35,8 @@ func newMetrics(reg prometheus.Registerer, inFlight, waiting func() float64) (*m
 		}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
-			Help: "Time from a request's arrival in the handler to its answer, by route.", Buckets: buckets,
-		}, []string{"route"}),
+			Help: "Time from a request's arrival in the handler to its answer, by route and status code (a 503's is how fast load is shed).", Buckets: buckets,
+		}, []string{"route", "code"}),
 		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "produce_duration_seconds",
 			Help: "Time from TryProduce to the broker's verdict, by topic and result (ok, error).", Buckets: buckets,
@@ -79,8 +79,9 @@ func newMetrics(reg prometheus.Registerer, inFlight, waiting func() float64) (*m
 
 // observeRequest counts one answered request.
 func (m *metrics) observeRequest(route string, code int, took time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(route).Observe(took.Seconds())
+	c := strconv.Itoa(code)
+	m.requests.WithLabelValues(route, c).Inc()
+	m.latency.WithLabelValues(route, c).Observe(took.Seconds())
 }
 
 // observeProduce records the broker's verdict on one record.

@@ -55,7 +55,7 @@ func StartHAProxy(tb testing.TB, edge1, edge2 string) *LB {
 	cmd := exec.Command(bin, "-db", "-f", filepath.Join(root, "deploy", "haproxy.cfg"))
 	cmd.Env = append(os.Environ(),
 		"ORDERPIPE_LB_LISTEN="+lb.Addr, "ORDERPIPE_LB_STATS="+lb.Stats,
-		"ORDERPIPE_LB_EDGE_1="+edge1, "ORDERPIPE_LB_EDGE_2="+edge2, "ORDERPIPE_LB_MAXCONN=4000")
+		"ORDERPIPE_LB_EDGE_1="+edge1, "ORDERPIPE_LB_EDGE_2="+edge2, "ORDERPIPE_LB_MAXCONN=6000")
 	// HAProxy exits 143 on SIGTERM: no clean exit to ask for.
 	lb.Proc = Start(tb, "haproxy", cmd, false)
 	return lb

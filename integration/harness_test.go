@@ -228,7 +228,7 @@ func (e *env) trySubmit(base string, orders []order, n int) ([]string, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			code, body, err := e.tryDo(base, "POST", "/v1/orders", o, nil)
+			code, body, err := e.postShed(base, o)
 			if err != nil {
 				errs <- fmt.Errorf("order %d: %w", i, err)
 				return
@@ -247,6 +247,26 @@ func (e *env) trySubmit(base string, orders []order, n int) ([]string, error) {
 		all = append(all, err)
 	}
 	return ids, errors.Join(all...)
+}
+
+// postShed posts o, and posts it again after a second each time the edge
+// sheds it (503 overloaded: nothing was produced), as a client told to
+// retry does, at most 60 times. A burst larger than the edge's admission
+// limits is then taken in turn instead of refused.
+func (e *env) postShed(base string, o order) (int, map[string]any, error) {
+	for attempt := 1; ; attempt++ {
+		code, body, err := e.tryDo(base, "POST", "/v1/orders", o, nil)
+		if err != nil || code != 503 || body["type"] != "https://orderpipe.dev/problems/overloaded" || attempt == 60 {
+			return code, body, err
+		}
+		t := time.NewTimer(time.Second) // the edge's Retry-After
+		select {
+		case <-t.C:
+		case <-e.t.Context().Done():
+			t.Stop()
+			return code, body, err
+		}
+	}
 }
 
 // final waits until every order is confirmed or rejected and returns their

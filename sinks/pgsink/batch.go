@@ -41,6 +41,16 @@ type batch struct {
 	stock  []stockRow
 	// dead are records that cannot be decoded or stored at all.
 	dead []deadLetter
+	// offsets are, per partition polled, the offset of the next record
+	// to read: written with the rows, in the same transaction.
+	offsets []partitionOffset
+}
+
+// partitionOffset is the sink's position in one partition.
+type partitionOffset struct {
+	topic     string
+	partition int32
+	next      int64
 }
 
 // newBatch decodes recs and keeps the highest version of each key. Among
@@ -50,7 +60,17 @@ func newBatch(recs []*kgo.Record) *batch {
 	b := &batch{}
 	orders := make(map[saga.OrderID]orderRow)
 	stock := make(map[string]stockRow)
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	next := make(map[tp]int64)
 	for _, rec := range recs {
+		// Every record counts, tombstones and dead letters too: they are
+		// done with once the transaction commits.
+		if k := (tp{rec.Topic, rec.Partition}); rec.Offset+1 > next[k] {
+			next[k] = rec.Offset + 1
+		}
 		if rec.Value == nil {
 			continue
 		}
@@ -88,6 +108,12 @@ func newBatch(recs []*kgo.Record) *batch {
 		b.stock = append(b.stock, r)
 	}
 	slices.SortFunc(b.stock, func(x, y stockRow) int { return cmp.Compare(x.sku, y.sku) })
+	for k, n := range next {
+		b.offsets = append(b.offsets, partitionOffset{k.topic, k.partition, n})
+	}
+	slices.SortFunc(b.offsets, func(x, y partitionOffset) int {
+		return cmp.Or(cmp.Compare(x.topic, y.topic), cmp.Compare(x.partition, y.partition))
+	})
 	return b
 }
 

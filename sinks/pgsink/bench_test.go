@@ -27,12 +27,12 @@ func BenchmarkSinkBatch(b *testing.B) {
 		write func(context.Context, *pgxpool.Pool, *batch) error
 	}{
 		{"copy-upsert", func(ctx context.Context, pool *pgxpool.Pool, bt *batch) error {
-			_, err := writeBatch(ctx, pool, bt)
+			_, err := writeBatch(ctx, pool, bt, nil)
 			return err
 		}},
 		{"per-row-upsert", writeNaive},
 		{"per-row-savepoint", func(ctx context.Context, pool *pgxpool.Pool, bt *batch) error {
-			_, _, err := writeRows(ctx, pool, bt)
+			_, _, err := writeRows(ctx, pool, bt, nil)
 			return err
 		}},
 	}

@@ -8,7 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // errKind sorts database errors by what the sink does about them.
@@ -128,18 +130,24 @@ func (h *health) backingOff() bool {
 	return !h.downSince.IsZero()
 }
 
-// write writes b to Postgres, retrying with backoff until it succeeds or ctx
-// ends, and returns the rows Postgres refused on their own, to be dead
-// lettered. It returns an error only when ctx ended, and then nothing of b
-// may be committed to Kafka.
-func (s *Sink) write(ctx context.Context, b *batch) ([]deadLetter, error) {
-	if len(b.orders) == 0 && len(b.stock) == 0 {
-		return nil, nil
+// write writes b to Postgres with its offsets, its dead letters
+// acknowledged before the transaction commits, retrying with backoff until
+// it succeeds or ctx ends. It returns the rows Postgres refused on their
+// own (dead lettered), and an error only when ctx ended, and then nothing
+// of b was committed.
+func (s *Sink) write(ctx context.Context, cl *kgo.Client, b *batch) ([]deadLetter, error) {
+	fin := func(ctx context.Context, tx pgx.Tx, refused []deadLetter) error {
+		if err := writeOffsets(ctx, tx, s.cfg.Group, b.offsets); err != nil {
+			return err
+		}
+		// A transaction that fails after this is retried and sends them
+		// again: a dead letter may be in the topic twice, never missing.
+		return s.sendDeadLetters(ctx, cl, append(append([]deadLetter(nil), b.dead...), refused...))
 	}
 	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		w, dead, err := s.attempt(ctx, b)
+		w, dead, err := s.attempt(ctx, b, fin)
 		if err == nil {
 			s.batchDur.Observe(time.Since(start).Seconds())
 			s.stats.wrote(w)
@@ -164,9 +172,9 @@ func (s *Sink) write(ctx context.Context, b *batch) ([]deadLetter, error) {
 
 // attempt makes one attempt at b, each path bounded by WriteTimeout: the
 // batch path, then, when Postgres refused its data, the row path.
-func (s *Sink) attempt(ctx context.Context, b *batch) (written, []deadLetter, error) {
+func (s *Sink) attempt(ctx context.Context, b *batch, fin finish) (written, []deadLetter, error) {
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-	w, err := writeBatch(bctx, s.pool, b)
+	w, err := writeBatch(bctx, s.pool, b, fin)
 	cancel()
 	if err == nil || classify(err) != errData {
 		return w, nil, err
@@ -175,5 +183,5 @@ func (s *Sink) attempt(ctx context.Context, b *batch) (written, []deadLetter, er
 	s.log.Warn("postgres refused a row of the batch; writing it row by row", "orders", len(b.orders), "inventory", len(b.stock), "err", err)
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
-	return writeRows(rctx, s.pool, b)
+	return writeRows(rctx, s.pool, b, fin)
 }

@@ -271,6 +271,7 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		// rebalances wait until then so we never commit a partition that
 		// moved to another member meanwhile.
 		kgo.DisableAutoCommit(),
+		kgo.AdjustFetchOffsetsFn(s.position),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) {
 			if err := s.Health(); err != nil {
@@ -284,6 +285,62 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		kgo.WithLogger(kgoLogger{s.log.With("source", "franz-go")}),
 	}
 	return append(opts, s.cfg.ClientOpts...)
+}
+
+// position is where the sink starts on partitions it is assigned: where
+// Postgres says the group's rows end (sink_offsets, written with the rows),
+// not where the group's commits in Kafka are. After a failover to a standby
+// that missed the newest transactions, their offsets are missing too and
+// the records are read again. A partition Postgres has no offset for has
+// nothing in this database: it is read from its start (a rebuild into an
+// empty database; a database from before sink_offsets, rewritten once with
+// the same rows). While Postgres cannot be read, it retries until the
+// session is revoked; an error makes franz-go rejoin the group.
+func (s *Sink) position(ctx context.Context, fetched map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
+	var stored map[string]map[int32]int64
+	for attempt := 1; ; attempt++ {
+		var err error
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		stored, err = readOffsets(rctx, s.pool, s.cfg.Group)
+		cancel()
+		if err == nil {
+			s.health.up()
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("pgsink: positions from postgres: %w", err)
+		}
+		since := s.health.down(err)
+		wait := bo.next()
+		s.log.Warn("cannot read the sink's offsets from postgres; retrying before consuming", "attempt", attempt, "down_since", since, "retry_in", wait.Round(time.Millisecond), "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+	out := make(map[string]map[int32]kgo.Offset, len(fetched))
+	var total, behind, fresh int
+	for topic, parts := range fetched {
+		total += len(parts)
+		out[topic] = make(map[int32]kgo.Offset, len(parts))
+		for p, committed := range parts {
+			n, ok := stored[topic][p]
+			if !ok {
+				out[topic][p] = kgo.NewOffset().AtStart()
+				fresh++
+				continue
+			}
+			// No epoch: the offset is ours, not the broker's, so no
+			// truncation check is asked for.
+			out[topic][p] = kgo.NewOffset().At(n).WithEpoch(-1)
+			if c := committed.EpochOffset().Offset; c >= 0 && n < c {
+				behind++
+				s.log.Warn("postgres is behind the group's commits in Kafka: reading those records again", "topic", topic, "partition", p, "postgres", n, "kafka", c)
+			}
+		}
+	}
+	s.log.Info("positions from postgres", "partitions", total, "behind_kafka", behind, "from_start", fresh)
+	return out, nil
 }
 
 // close leaves the group and closes cl within ShutdownTimeout.
@@ -322,18 +379,13 @@ func (s *Sink) closePool(pool *pgxpool.Pool) {
 func (s *Sink) process(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) {
 	s.stats.records.Add(uint64(len(recs)))
 	b := newBatch(recs)
-	dead, err := s.write(ctx, b)
-	if err != nil {
+	if _, err := s.write(ctx, cl, b); err != nil {
 		s.log.Info("batch abandoned at shutdown", "records", len(recs), "err", err)
 		return
 	}
-	dead = append(b.dead, dead...)
-	if err := s.sendDeadLetters(ctx, cl, dead); err != nil {
-		s.log.Info("batch abandoned at shutdown before its dead letters were acknowledged", "records", len(recs), "err", err)
-		return
-	}
-	// The batch is in Postgres and its dead letters are acknowledged: commit
-	// even if ctx just ended, so the next owner does not redo it.
+	// The batch and its offsets are in Postgres, its dead letters
+	// acknowledged. Kafka's commit is for monitoring (lag): the positions
+	// come from Postgres (see position). Commit even if ctx just ended.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := cl.CommitRecords(cctx, recs...); err != nil {

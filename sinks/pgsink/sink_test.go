@@ -308,3 +308,75 @@ func TestSinkDeadLettersRowsPostgresRefuses(t *testing.T) {
 		t.Fatalf("Health: got %v, want nil (refused rows are not an outage)", err)
 	}
 }
+
+// TestSinkResumesFromPostgresOffsets: Postgres, not Kafka, says where the
+// sink is. After a failover to a standby that missed the last transactions
+// (here: their rows deleted and the offsets set back, as the standby would
+// hold them), the group's commits in Kafka are ahead of Postgres, and the
+// sink reads those records again and writes the missing rows.
+func TestSinkResumesFromPostgresOffsets(t *testing.T) {
+	t.Parallel()
+	pool, k := newDB(t), newKafka(t)
+	for n := range 40 {
+		k.orders(t, order(n, 1, saga.StatusConfirmed))
+	}
+	first := startSink(t, k, pool, Config{})
+	await.Until(t, "first run committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
+	if err := first.stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := dump(t, pool)
+	var inPG int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM sink_offsets WHERE sink_group = $1 AND topic = $2", DefaultGroup, string(topology.OrdersTable())).Scan(&inPG); err != nil || inPG == 0 {
+		t.Fatalf("sink_offsets after the first run: %d rows (%v), want the group's partitions", inPG, err)
+	}
+
+	// The "standby": every partition's last record lost, with its offset.
+	rows, err := pool.Query(t.Context(), "SELECT partition, next_offset FROM sink_offsets WHERE sink_group = $1 AND topic = $2", DefaultGroup, string(topology.OrdersTable()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := map[int32]int64{}
+	for rows.Next() {
+		var p int32
+		var n int64
+		if err := rows.Scan(&p, &n); err != nil {
+			t.Fatal(err)
+		}
+		back[p] = n - 1
+	}
+	rows.Close()
+	lost := 0
+	k.mu.Lock()
+	for _, pr := range k.produced {
+		if pr.topic == string(topology.OrdersTable()) && pr.offset == back[pr.partition] {
+			if _, err := pool.Exec(t.Context(), "DELETE FROM orders WHERE order_id = $1", pr.key); err != nil {
+				t.Fatal(err)
+			}
+			lost++
+		}
+	}
+	k.mu.Unlock()
+	for p, n := range back {
+		if _, err := pool.Exec(t.Context(), "UPDATE sink_offsets SET next_offset = $1 WHERE sink_group = $2 AND topic = $3 AND partition = $4", n, DefaultGroup, string(topology.OrdersTable()), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lost == 0 || dump(t, pool) == want {
+		t.Fatalf("the simulated failover lost %d rows; want some", lost)
+	}
+	if err := k.allCommitted(t, DefaultGroup); err != nil {
+		t.Fatalf("Kafka's commits must still be at the end: %v", err)
+	}
+
+	again := startSink(t, k, pool, Config{})
+	await.Until(t, "the lost rows written again", waitTimeout, func() error {
+		if got := dump(t, pool); got != want {
+			return fmt.Errorf("tables differ from before the failover")
+		}
+		return nil
+	})
+	if st := again.Stats(); st.OrderRows != uint64(lost) {
+		t.Errorf("second run wrote %d order rows, want the %d lost ones", st.OrderRows, lost)
+	}
+}

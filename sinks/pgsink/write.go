@@ -96,7 +96,7 @@ func stockValues(r stockRow) []any {
 // writeBatch writes b in one transaction: COPY into temporary staging
 // tables, then one INSERT ... SELECT ... ON CONFLICT per table. It is the
 // fast path: a handful of round trips whatever the size of the batch.
-func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch) (written, error) {
+func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch, fin finish) (written, error) {
 	var w written
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		orders := make([][]any, len(b.orders))
@@ -117,8 +117,10 @@ func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch) (written, err
 		if w.items, err = stageAndUpsert(ctx, tx, "order_items", itemsCreate, itemsStage, itemsCols, itemsFromStage, items); err != nil {
 			return err
 		}
-		w.inventory, err = stageAndUpsert(ctx, tx, "inventory", stockCreate, stockStage, stockCols, stockFromStage, stock)
-		return err
+		if w.inventory, err = stageAndUpsert(ctx, tx, "inventory", stockCreate, stockStage, stockCols, stockFromStage, stock); err != nil {
+			return err
+		}
+		return fin.run(ctx, tx, nil)
 	})
 	if err != nil {
 		return written{}, err
@@ -151,7 +153,7 @@ func stageAndUpsert(ctx context.Context, tx pgx.Tx, table, create, stage, cols, 
 // letter while the others commit. Any other error aborts the whole
 // transaction and is returned. It is the slow path, taken only for a batch
 // that writeBatch could not write because of its data.
-func writeRows(ctx context.Context, pool *pgxpool.Pool, b *batch) (written, []deadLetter, error) {
+func writeRows(ctx context.Context, pool *pgxpool.Pool, b *batch, fin finish) (written, []deadLetter, error) {
 	var (
 		w    written
 		dead []deadLetter
@@ -189,12 +191,75 @@ func writeRows(ctx context.Context, pool *pgxpool.Pool, b *batch) (written, []de
 				return err
 			}
 		}
-		return nil
+		return fin.run(ctx, tx, dead)
 	})
 	if err != nil {
 		return written{}, nil, err
 	}
 	return w, dead, nil
+}
+
+// finish is what a batch's transaction does last, before it commits: the
+// sink writes its offsets there and has the batch's dead letters
+// acknowledged, so that a committed batch never leaves a record neither in
+// Postgres nor in the dead-letter topic. refused are the rows Postgres
+// refused on their own. Nil does nothing.
+type finish func(ctx context.Context, tx pgx.Tx, refused []deadLetter) error
+
+func (f finish) run(ctx context.Context, tx pgx.Tx, refused []deadLetter) error {
+	if f == nil {
+		return nil
+	}
+	return f(ctx, tx, refused)
+}
+
+// offsetsUpsert moves the group's positions forward, never back: a member
+// that lost its partitions and writes a stale batch cannot rewind them.
+const offsetsUpsert = `INSERT INTO sink_offsets AS o (sink_group, topic, partition, next_offset, updated_at)
+SELECT $1, t, p, n, now() FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, n)
+ON CONFLICT (sink_group, topic, partition) DO UPDATE
+SET next_offset = excluded.next_offset, updated_at = excluded.updated_at
+WHERE o.next_offset < excluded.next_offset`
+
+// writeOffsets records the batch's positions for group, in tx.
+func writeOffsets(ctx context.Context, tx pgx.Tx, group string, offs []partitionOffset) error {
+	if len(offs) == 0 {
+		return nil
+	}
+	topics, parts, next := make([]string, len(offs)), make([]int32, len(offs)), make([]int64, len(offs))
+	for i, o := range offs {
+		topics[i], parts[i], next[i] = o.topic, o.partition, o.next
+	}
+	if _, err := tx.Exec(ctx, offsetsUpsert, group, topics, parts, next); err != nil {
+		return fmt.Errorf("write the sink's offsets: %w", err)
+	}
+	return nil
+}
+
+// readOffsets is where group stands in Postgres: topic -> partition ->
+// the offset of the next record to read.
+func readOffsets(ctx context.Context, pool *pgxpool.Pool, group string) (map[string]map[int32]int64, error) {
+	rows, err := pool.Query(ctx, `SELECT topic, partition, next_offset FROM sink_offsets WHERE sink_group = $1`, group)
+	if err != nil {
+		return nil, fmt.Errorf("read the sink's offsets: %w", err)
+	}
+	out := map[string]map[int32]int64{}
+	for rows.Next() {
+		var topic string
+		var p int32
+		var n int64
+		if err := rows.Scan(&topic, &p, &n); err != nil {
+			return nil, fmt.Errorf("read the sink's offsets: %w", err)
+		}
+		if out[topic] == nil {
+			out[topic] = map[int32]int64{}
+		}
+		out[topic][p] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the sink's offsets: %w", err)
+	}
+	return out, nil
 }
 
 // upsertOrder writes one order and its lines with one statement each.

@@ -33,6 +33,15 @@ func freePort() (int, error) {
 
 // credentialFor returns the credential to run the server binaries with:
 // nil when we are not root, else that of osUser (default "postgres").
+// Credential is the credential to run a Postgres program as osUser
+// ("postgres" if empty) when this process is root, which initdb, postgres
+// and Patroni refuse to be; nil when not root.
+func Credential(osUser string) (*syscall.Credential, error) { return credentialFor(osUser) }
+
+// BinDir is the directory of the installed server binaries
+// ($ORDERPIPE_PG_BINDIR, else the newest found).
+func BinDir() (string, error) { return resolveBinDir("") }
+
 func credentialFor(osUser string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil

@@ -30,6 +30,10 @@ type Stats struct {
 	DeadLetters uint64
 	// Commits is the number of successful offset commits.
 	Commits uint64
+	// Rewinds is the number of times Postgres held less than this sink had
+	// written (a failover to a standby that missed the last transactions),
+	// so that it read those records again.
+	Rewinds uint64
 	// LastCommit is the time of the last successful offset commit; zero
 	// before the first.
 	LastCommit time.Time
@@ -41,6 +45,7 @@ type counters struct {
 	orderRows, itemRows, stockRows atomic.Uint64
 	dbErrors, refusedBatches       atomic.Uint64
 	deadLetters, commits           atomic.Uint64
+	rewinds                        atomic.Uint64
 	lastCommit                     atomic.Int64 // unix nanoseconds
 }
 
@@ -62,6 +67,7 @@ func (c *counters) snapshot() Stats {
 		RefusedBatches: c.refusedBatches.Load(),
 		DeadLetters:    c.deadLetters.Load(),
 		Commits:        c.commits.Load(),
+		Rewinds:        c.rewinds.Load(),
 	}
 	if ns := c.lastCommit.Load(); ns != 0 {
 		s.LastCommit = time.Unix(0, ns)
@@ -76,6 +82,7 @@ type collector struct {
 	s                                             *Sink
 	records, batches, rows, dbErrors, deadLetters *prometheus.Desc
 	refused, commits, lastCommitAge, backingOff   *prometheus.Desc
+	rewinds                                       *prometheus.Desc
 }
 
 func newCollector(s *Sink) *collector {
@@ -93,12 +100,13 @@ func newCollector(s *Sink) *collector {
 		commits:       d("commits_total", "Offset commits after a batch was written."),
 		lastCommitAge: d("last_commit_age_seconds", "Seconds since the last offset commit; -1 before the first."),
 		backingOff:    d("backing_off", "1 while Postgres is unavailable and the sink retries with backoff, else 0."),
+		rewinds:       d("rewinds_total", "Times Postgres held less than the sink had written (a failover to a standby that missed the last transactions) and the sink read those records again."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.batchDur.Describe(ch)
-	for _, d := range []*prometheus.Desc{c.records, c.batches, c.rows, c.dbErrors, c.refused, c.deadLetters, c.commits, c.lastCommitAge, c.backingOff} {
+	for _, d := range []*prometheus.Desc{c.records, c.batches, c.rows, c.dbErrors, c.refused, c.deadLetters, c.commits, c.lastCommitAge, c.backingOff, c.rewinds} {
 		ch <- d
 	}
 }
@@ -118,6 +126,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.refused, st.RefusedBatches)
 	counter(c.deadLetters, st.DeadLetters)
 	counter(c.commits, st.Commits)
+	counter(c.rewinds, st.Rewinds)
 	age := -1.0
 	if !st.LastCommit.IsZero() {
 		age = time.Since(st.LastCommit).Seconds()

@@ -134,9 +134,13 @@ func (h *health) backingOff() bool {
 // acknowledged before the transaction commits, retrying with backoff until
 // it succeeds or ctx ends. It returns the rows Postgres refused on their
 // own (dead lettered), and an error only when ctx ended, and then nothing
-// of b was committed.
+// of b was committed, or a *rewindError when the database lost what this
+// process wrote before b.
 func (s *Sink) write(ctx context.Context, cl *kgo.Client, b *batch) ([]deadLetter, error) {
 	fin := func(ctx context.Context, tx pgx.Tx, refused []deadLetter) error {
+		if err := s.checkPositions(ctx, tx); err != nil {
+			return err
+		}
 		if err := writeOffsets(ctx, tx, s.cfg.Group, b.offsets); err != nil {
 			return err
 		}
@@ -148,6 +152,9 @@ func (s *Sink) write(ctx context.Context, cl *kgo.Client, b *batch) ([]deadLette
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		w, dead, err := s.attempt(ctx, b, fin)
+		if re := (*rewindError)(nil); errors.As(err, &re) {
+			return nil, re
+		}
 		if err == nil {
 			s.batchDur.Observe(time.Since(start).Seconds())
 			s.stats.wrote(w)

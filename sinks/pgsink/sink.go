@@ -143,6 +143,7 @@ type Sink struct {
 	health   health
 	stats    counters
 	batchDur prometheus.Histogram
+	pos      positions
 }
 
 // New checks cfg and deps and returns a sink; it registers the metrics when
@@ -272,6 +273,8 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		// moved to another member meanwhile.
 		kgo.DisableAutoCommit(),
 		kgo.AdjustFetchOffsetsFn(s.position),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) { s.pos.forget(revoked) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) { s.pos.forget(lost) }),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) {
 			if err := s.Health(); err != nil {
@@ -333,6 +336,7 @@ func (s *Sink) position(ctx context.Context, fetched map[string]map[int32]kgo.Of
 			// No epoch: the offset is ours, not the broker's, so no
 			// truncation check is asked for.
 			out[topic][p] = kgo.NewOffset().At(n).WithEpoch(-1)
+			s.pos.set(tp{topic, p}, n)
 			if c := committed.EpochOffset().Offset; c >= 0 && n < c {
 				behind++
 				s.log.Warn("postgres is behind the group's commits in Kafka: reading those records again", "topic", topic, "partition", p, "postgres", n, "kafka", c)
@@ -380,8 +384,16 @@ func (s *Sink) process(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) 
 	s.stats.records.Add(uint64(len(recs)))
 	b := newBatch(recs)
 	if _, err := s.write(ctx, cl, b); err != nil {
+		var re *rewindError
+		if errors.As(err, &re) {
+			s.rewind(cl, re)
+			return
+		}
 		s.log.Info("batch abandoned at shutdown", "records", len(recs), "err", err)
 		return
+	}
+	for _, o := range b.offsets {
+		s.pos.set(tp{o.topic, o.partition}, o.next)
 	}
 	// The batch and its offsets are in Postgres, its dead letters
 	// acknowledged. Kafka's commit is for monitoring (lag): the positions

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/saga"
 
@@ -309,29 +310,12 @@ func TestSinkDeadLettersRowsPostgresRefuses(t *testing.T) {
 	}
 }
 
-// TestSinkResumesFromPostgresOffsets: Postgres, not Kafka, says where the
-// sink is. After a failover to a standby that missed the last transactions
-// (here: their rows deleted and the offsets set back, as the standby would
-// hold them), the group's commits in Kafka are ahead of Postgres, and the
-// sink reads those records again and writes the missing rows.
-func TestSinkResumesFromPostgresOffsets(t *testing.T) {
-	t.Parallel()
-	pool, k := newDB(t), newKafka(t)
-	for n := range 40 {
-		k.orders(t, order(n, 1, saga.StatusConfirmed))
-	}
-	first := startSink(t, k, pool, Config{})
-	await.Until(t, "first run committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
-	if err := first.stop(); err != nil {
-		t.Fatal(err)
-	}
-	want := dump(t, pool)
-	var inPG int
-	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM sink_offsets WHERE sink_group = $1 AND topic = $2", DefaultGroup, string(topology.OrdersTable())).Scan(&inPG); err != nil || inPG == 0 {
-		t.Fatalf("sink_offsets after the first run: %d rows (%v), want the group's partitions", inPG, err)
-	}
-
-	// The "standby": every partition's last record lost, with its offset.
+// loseLastRows makes pool what a standby promoted without the last
+// transactions would be: in every partition of the orders table, the last
+// record's row gone and the offsets set back before it. It returns how
+// many rows it removed.
+func loseLastRows(t *testing.T, pool *pgxpool.Pool, k *kafka) int {
+	t.Helper()
 	rows, err := pool.Query(t.Context(), "SELECT partition, next_offset FROM sink_offsets WHERE sink_group = $1 AND topic = $2", DefaultGroup, string(topology.OrdersTable()))
 	if err != nil {
 		t.Fatal(err)
@@ -346,6 +330,9 @@ func TestSinkResumesFromPostgresOffsets(t *testing.T) {
 		back[p] = n - 1
 	}
 	rows.Close()
+	if len(back) == 0 {
+		t.Fatal("no offsets in sink_offsets")
+	}
 	lost := 0
 	k.mu.Lock()
 	for _, pr := range k.produced {
@@ -362,21 +349,71 @@ func TestSinkResumesFromPostgresOffsets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return lost
+}
+
+// TestSinkResumesFromPostgresOffsets: Postgres, not Kafka, says where the
+// sink is. After a failover to a standby that missed the last transactions
+// (loseLastRows), the group's commits in Kafka are ahead of Postgres, and
+// a sink that starts reads those records again and writes the missing rows.
+func TestSinkResumesFromPostgresOffsets(t *testing.T) {
+	t.Parallel()
+	pool, k := newDB(t), newKafka(t)
+	for n := range 40 {
+		k.orders(t, order(n, 1, saga.StatusConfirmed))
+	}
+	first := startSink(t, k, pool, Config{})
+	await.Until(t, "first run committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
+	if err := first.stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := dump(t, pool)
+	lost := loseLastRows(t, pool, k)
 	if lost == 0 || dump(t, pool) == want {
 		t.Fatalf("the simulated failover lost %d rows; want some", lost)
 	}
 	if err := k.allCommitted(t, DefaultGroup); err != nil {
 		t.Fatalf("Kafka's commits must still be at the end: %v", err)
 	}
-
 	again := startSink(t, k, pool, Config{})
 	await.Until(t, "the lost rows written again", waitTimeout, func() error {
-		if got := dump(t, pool); got != want {
+		if dump(t, pool) != want {
 			return fmt.Errorf("tables differ from before the failover")
 		}
 		return nil
 	})
 	if st := again.Stats(); st.OrderRows != uint64(lost) {
 		t.Errorf("second run wrote %d order rows, want the %d lost ones", st.OrderRows, lost)
+	}
+}
+
+// TestSinkRewindsWhenPostgresLostRows: the same failover under a running
+// sink, which keeps its partitions (no rebalance tells it anything): its
+// next transaction finds Postgres behind what it wrote, and it rewinds to
+// Postgres's offsets and writes the lost rows again.
+func TestSinkRewindsWhenPostgresLostRows(t *testing.T) {
+	t.Parallel()
+	pool, k := newDB(t), newKafka(t)
+	for n := range 40 {
+		k.orders(t, order(n, 1, saga.StatusConfirmed))
+	}
+	s := startSink(t, k, pool, Config{})
+	await.Until(t, "first records committed", waitTimeout, func() error { return k.allCommitted(t, DefaultGroup) })
+	lost := loseLastRows(t, pool, k)
+	for n := 40; n < 80; n++ {
+		k.orders(t, order(n, 1, saga.StatusConfirmed))
+	}
+	await.Until(t, "every order in postgres", waitTimeout, func() error {
+		var got int
+		if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM orders").Scan(&got); err != nil {
+			return err
+		}
+		if got != 80 {
+			return fmt.Errorf("%d of 80 orders", got)
+		}
+		return k.allCommitted(t, DefaultGroup)
+	})
+	if st := s.Stats(); st.Rewinds == 0 {
+		t.Errorf("no rewind counted, though %d rows were lost", lost)
 	}
 }

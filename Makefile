@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test faults lint vet fmt bench fuzz clean up down pg-setup lb-setup lb lb-down kafka-up kafka-down
+.PHONY: all build run test faults lint vet fmt bench fuzz clean up down pg-setup lb-setup pgha-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
 
 all: build
 
@@ -24,7 +24,7 @@ run: pg-setup build
 ## test: the whole suite with the race detector: real Postgres; the scenario
 ## suite on the in-process broker and on a real Apache Kafka (fetched with
 ## Maven on first use), verbosely, so it says what ran on which broker.
-test: pg-setup lb-setup
+test: pg-setup lb-setup pgha-setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v -e '/integration$$' -e '/faults$$')
 	@if { command -v java && command -v mvn; } >/dev/null || [ "$$CI" = true ]; then \
@@ -37,7 +37,7 @@ test: pg-setup lb-setup
 ## -race: the harness is also the load generator (5x capacity in overload),
 ## and on 2 cores the race detector's cost would be taken from the product
 ## it measures. make test runs the short profile with -race.
-faults: pg-setup lb-setup
+faults: pg-setup lb-setup pgha-setup
 	ORDERPIPE_FAULTS=full $(GO) test -count=1 -timeout 80m -v ./faults
 
 pg-setup:
@@ -45,6 +45,9 @@ pg-setup:
 
 lb-setup:
 	@scripts/ensure-haproxy.sh >/dev/null
+
+pgha-setup:
+	@scripts/ensure-patroni.sh >/dev/null
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
@@ -84,6 +87,14 @@ lb: lb-setup build
 
 lb-down:
 	scripts/lb.sh down
+
+## pg-ha: a primary and a streaming standby, each under Patroni, with one
+## etcd, on loopback (deploy/patroni.yml); prints the sink's multi-host URL.
+pg-ha: pgha-setup
+	scripts/pgha.sh up
+
+pg-ha-down:
+	scripts/pgha.sh down
 
 ## kafka-up: a real single-node Kafka 4.3.1 (KRaft) on 127.0.0.1:9092, from Maven Central jars cached in .cache/.
 kafka-up:

@@ -1,10 +1,10 @@
 package faults
 
 import (
-	"os"
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -62,7 +62,9 @@ type member struct {
 	down bool
 }
 
-func newCluster(t *testing.T, bin string) *cluster {
+// newCluster starts the deployed shape on a fresh broker and a throwaway
+// PostgreSQL, or on the database at pgURL when it is set.
+func newCluster(t *testing.T, bin, pgURL string) *cluster {
 	t.Helper()
 	c := &cluster{root: t, t: t, bin: bin, http: &http.Client{
 		Timeout: 30 * time.Second,
@@ -72,10 +74,12 @@ func newCluster(t *testing.T, bin string) *cluster {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 4096},
 	}}
 	c.kafka = kafkatest.KafkaServerFor(t)
-	c.pg = apptest.PostgresFor(t)
 	var err error
-	if c.pgURL, err = c.pg.CreateDatabase(t.Context(), "faults"); err != nil {
-		t.Fatal(err)
+	if c.pgURL = pgURL; pgURL == "" {
+		c.pg = apptest.PostgresFor(t)
+		if c.pgURL, err = c.pg.CreateDatabase(t.Context(), "faults"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if c.kcl, err = kgo.NewClient(kgo.SeedBrokers(c.kafka.Brokers()...)); err != nil {
 		t.Fatal(err)

@@ -120,12 +120,7 @@ type row struct {
 // and prints their table. Any breach fails it; so does a scenario whose
 // fault left no evidence.
 func TestFaults(t *testing.T) {
-	if err := kafkatest.KafkaAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run the fault harness: %v", err)
-		}
-		t.Skipf("skipping the fault harness, which needs the real broker: %v", err)
-	}
+	requireKafka(t)
 	profile := os.Getenv("ORDERPIPE_FAULTS")
 	if profile == "" {
 		profile = "short"
@@ -133,19 +128,43 @@ func TestFaults(t *testing.T) {
 	if profile != "short" && profile != "full" {
 		t.Fatalf("ORDERPIPE_FAULTS=%q: want short or full", profile)
 	}
-	// The binary as deployed: no race detector, so that the timings are
-	// the product's. The harness itself runs under -race.
+	bin := deployedBinary(t)
+	began := time.Now()
+	c := newCluster(t, bin, "")
+	t.Logf("deployed shape up in %s: 2 ingest behind HAProxy %s, 2 process, 1 sink, Kafka %v, Postgres %s",
+		time.Since(began).Round(time.Millisecond), c.lb.Addr, c.kafka.Brokers(), c.pgURL)
+	rows := c.runAll(scenarios(), func(sc scenario) bool { return profile == "full" || sc.short })
+	t.Logf("fault harness (%s profile) on Apache Kafka 4.3.1, in %s:\n%s", profile, time.Since(began).Round(time.Second), table(rows))
+	verdicts(t, rows)
+}
+
+// requireKafka skips the test without the real broker, except in CI.
+func requireKafka(t *testing.T) {
+	if err := kafkatest.KafkaAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run the fault harness: %v", err)
+		}
+		t.Skipf("skipping the fault harness, which needs the real broker: %v", err)
+	}
+}
+
+// deployedBinary builds the binary as deployed: no race detector, so that
+// the timings are the product's. The harness itself may run under -race.
+func deployedBinary(t *testing.T) string {
 	bin, err := proctest.Build(t.TempDir(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	began := time.Now()
-	c := newCluster(t, bin)
-	t.Logf("deployed shape up in %s: 2 ingest behind HAProxy %s, 2 process, 1 sink, Kafka %v, Postgres %s",
-		time.Since(began).Round(time.Millisecond), c.lb.Addr, c.kafka.Brokers(), c.pgURL)
+	return bin
+}
+
+// runAll runs the scenarios that pick chooses, each as a subtest, and
+// returns their rows.
+func (c *cluster) runAll(all []scenario, pick func(scenario) bool) []row {
+	t := c.root
 	var rows []row
-	for _, sc := range scenarios() {
-		if profile == "short" && !sc.short {
+	for _, sc := range all {
+		if !pick(sc) {
 			continue
 		}
 		var r *run
@@ -168,7 +187,11 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("after %s: %v", sc.name, err)
 		}
 	}
-	t.Logf("fault harness (%s profile) on Apache Kafka 4.3.1, in %s:\n%s", profile, time.Since(began).Round(time.Second), table(rows))
+	return rows
+}
+
+// verdicts counts the rows' verdicts and fails t on any unknown.
+func verdicts(t *testing.T, rows []row) {
 	counts := map[string]int{}
 	for _, r := range rows {
 		counts[r.verdict]++

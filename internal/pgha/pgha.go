@@ -163,17 +163,51 @@ func (m *Member) Postmaster() int {
 	return pid
 }
 
-// Kill SIGKILLs the member's Patroni and its postmaster, as a machine that
-// dies does, and returns the postmaster's pid.
+// Kill SIGKILLs the member's Patroni, its postmaster and every backend
+// at once, as a machine that dies does (a backend left running, such as a
+// WAL sender, would go on serving after its postmaster), and returns the
+// postmaster's pid.
 func (m *Member) Kill() int {
 	pm := m.Postmaster()
+	var procs []int
+	if pm > 0 {
+		procs = append(children(pm), pm) // processes of the Patroni this test started
+		for _, pid := range procs {
+			_ = syscall.Kill(pid, syscall.SIGSTOP) // frozen first: none outlives the others
+		}
+	}
 	if err := m.P.Kill(); err != nil {
 		m.c.tb.Fatal(err)
 	}
-	if pm > 0 {
-		_ = syscall.Kill(pm, syscall.SIGKILL) // a child of the Patroni this test started
+	for _, pid := range procs {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	return pm
+}
+
+// children are the pids whose parent is pid, from /proc.
+func children(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 // URL is the member's own URL for db.

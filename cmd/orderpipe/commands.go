@@ -68,9 +68,16 @@ type common struct {
 	logFormat string
 }
 
-func (c *common) register(fs *flag.FlagSet) {
+// register adds the flags to fs; embedded says an empty --brokers starts
+// the in-process broker (only `run`: anywhere else it would be a broker no
+// other process sees).
+func (c *common) register(fs *flag.FlagSet, embedded bool) {
 	c.topology = topology.DefaultConfig()
-	fs.Var(&c.brokers, "brokers", "Kafka-protocol seed brokers, comma-separated; empty starts an in-process in-memory broker (not durable)")
+	help := "Kafka-protocol seed brokers, comma-separated (required)"
+	if embedded {
+		help = "Kafka-protocol seed brokers, comma-separated; empty starts an in-process in-memory broker (not durable)"
+	}
+	fs.Var(&c.brokers, "brokers", help)
 	fs.Func("partitions", "partitions of every topic (default 12)", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 32)
 		c.topology.Partitions = int32(n)
@@ -111,7 +118,7 @@ type roleOptions struct {
 func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *roleOptions) {
 	fs := newFlagSet(name, stderr)
 	o := &roleOptions{}
-	o.common.register(fs)
+	o.common.register(fs, name == "run")
 	cfg := &o.cfg
 	if roles.Ingest {
 		fs.StringVar(&cfg.Ingest.Listen, "listen", ingest.DefaultListen, "edge listen address")
@@ -145,7 +152,7 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 func topicsFlags(stderr io.Writer) (fs *flag.FlagSet, c *common, check *bool) {
 	fs = newFlagSet("topics", stderr)
 	c = &common{}
-	c.register(fs)
+	c.register(fs, false)
 	check = fs.Bool("check", false, "only check the topics, create nothing")
 	return fs, c, check
 }

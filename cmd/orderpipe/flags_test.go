@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -27,6 +28,22 @@ func TestNumericFlagsAreStrict(t *testing.T) {
 		err := parse(fs, c.args)
 		if (err == nil) != c.ok {
 			t.Errorf("%q: got error %v, want ok=%v", c.args, err, c.ok)
+		}
+	}
+}
+
+// TestRolesNeedBrokers: a role other than run refuses to start without
+// --brokers, naming `orderpipe run`, instead of taking orders on an
+// in-memory broker no other process sees.
+func TestRolesNeedBrokers(t *testing.T) {
+	t.Setenv("ORDERPIPE_BROKERS", "")
+	for _, cmd := range []string{"ingest", "process", "sink"} {
+		var stderr strings.Builder
+		if code := run([]string{cmd}, io.Discard, &stderr); code != 2 {
+			t.Errorf("orderpipe %s without --brokers: exit %d, want 2 (%s)", cmd, code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "--brokers") || !strings.Contains(stderr.String(), "orderpipe run") {
+			t.Errorf("orderpipe %s without --brokers says %q, want it to name --brokers and orderpipe run", cmd, stderr.String())
 		}
 	}
 }

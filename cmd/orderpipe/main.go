@@ -104,6 +104,12 @@ func runRoles(ctx context.Context, name string, args []string, roles app.Roles, 
 		return errUsage
 	}
 	c, cfg := &o.common, &o.cfg
+	if name != "run" && len(c.brokers) == 0 {
+		// An edge alone on an in-memory broker would answer 202 to orders
+		// that no processor ever sees.
+		fmt.Fprintf(stderr, "orderpipe %s: --brokers (or ORDERPIPE_BROKERS) is required: the in-memory broker lives only inside one process, where no other role would ever see what this one does. For every role in one process on the embedded broker, use `orderpipe run`.\n", name)
+		return errUsage
+	}
 	log, err := c.logger(stderr)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"syscall"
 	"testing"
@@ -156,16 +157,11 @@ func (r *run) awaitRewind() {
 			return err
 		}
 		defer resp.Body.Close()
-		var b strings.Builder
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := resp.Body.Read(buf)
-			b.Write(buf[:n])
-			if err != nil {
-				break
-			}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
 		}
-		for _, l := range strings.Split(b.String(), "\n") {
+		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(l, "orderpipe_sink_rewinds_total ") && !strings.HasSuffix(l, " 0") {
 				r.evidenced("the sink's %s", l)
 				return nil

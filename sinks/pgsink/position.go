@@ -81,21 +81,9 @@ func (e *rewindError) Error() string {
 // checkPositions locks the group's offsets in tx and fails with a
 // rewindError when the database holds less than this process wrote.
 func (s *Sink) checkPositions(ctx context.Context, tx pgx.Tx) error {
-	rows, err := tx.Query(ctx, `SELECT topic, partition, next_offset FROM sink_offsets WHERE sink_group = $1 FOR UPDATE`, s.cfg.Group)
+	stored, err := readOffsets(ctx, tx, s.cfg.Group, true)
 	if err != nil {
-		return fmt.Errorf("read the sink's offsets: %w", err)
-	}
-	stored := map[tp]int64{}
-	for rows.Next() {
-		var k tp
-		var n int64
-		if err := rows.Scan(&k.topic, &k.partition, &n); err != nil {
-			return fmt.Errorf("read the sink's offsets: %w", err)
-		}
-		stored[k] = n
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the sink's offsets: %w", err)
+		return err
 	}
 	if lost := s.pos.lost(stored); lost != nil {
 		return &rewindError{to: lost}

@@ -301,11 +301,11 @@ func (s *Sink) clientOpts() []kgo.Opt {
 // session is revoked; an error makes franz-go rejoin the group.
 func (s *Sink) position(ctx context.Context, fetched map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	bo := backoff{min: s.cfg.MinBackoff, max: s.cfg.MaxBackoff}
-	var stored map[string]map[int32]int64
+	var stored map[tp]int64
 	for attempt := 1; ; attempt++ {
 		var err error
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		stored, err = readOffsets(rctx, s.pool, s.cfg.Group)
+		stored, err = readOffsets(rctx, s.pool, s.cfg.Group, false)
 		cancel()
 		if err == nil {
 			s.health.up()
@@ -327,7 +327,7 @@ func (s *Sink) position(ctx context.Context, fetched map[string]map[int32]kgo.Of
 		total += len(parts)
 		out[topic] = make(map[int32]kgo.Offset, len(parts))
 		for p, committed := range parts {
-			n, ok := stored[topic][p]
+			n, ok := stored[tp{topic, p}]
 			if !ok {
 				out[topic][p] = kgo.NewOffset().AtStart()
 				fresh++

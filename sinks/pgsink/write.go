@@ -236,25 +236,29 @@ func writeOffsets(ctx context.Context, tx pgx.Tx, group string, offs []partition
 	return nil
 }
 
-// readOffsets is where group stands in Postgres: topic -> partition ->
-// the offset of the next record to read.
-func readOffsets(ctx context.Context, pool *pgxpool.Pool, group string) (map[string]map[int32]int64, error) {
-	rows, err := pool.Query(ctx, `SELECT topic, partition, next_offset FROM sink_offsets WHERE sink_group = $1`, group)
+// readOffsets is where group stands in Postgres: per partition, the
+// offset of the next record to read. In a transaction, forUpdate locks the
+// group's rows until it ends.
+func readOffsets(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, group string, forUpdate bool) (map[tp]int64, error) {
+	sql := `SELECT topic, partition, next_offset FROM sink_offsets WHERE sink_group = $1`
+	if forUpdate {
+		sql += ` FOR UPDATE`
+	}
+	rows, err := q.Query(ctx, sql, group)
 	if err != nil {
 		return nil, fmt.Errorf("read the sink's offsets: %w", err)
 	}
-	out := map[string]map[int32]int64{}
+	defer rows.Close()
+	out := map[tp]int64{}
 	for rows.Next() {
-		var topic string
-		var p int32
+		var k tp
 		var n int64
-		if err := rows.Scan(&topic, &p, &n); err != nil {
+		if err := rows.Scan(&k.topic, &k.partition, &n); err != nil {
 			return nil, fmt.Errorf("read the sink's offsets: %w", err)
 		}
-		if out[topic] == nil {
-			out[topic] = map[int32]int64{}
-		}
-		out[topic][p] = n
+		out[k] = n
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the sink's offsets: %w", err)

@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test faults lint vet fmt bench fuzz clean up down pg-setup lb-setup pgha-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
+.PHONY: all build run test faults lint vet fmt bench bench-more fuzz clean up down pg-setup lb-setup pgha-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
 
 all: build
 
@@ -58,9 +58,20 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## bench: benchmarks that print figures and ratios (see bench/).
+## bench: the report (bench/out/report.json, plot.svg, summary.md): the
+## baselines and a ladder of offered rates on a real Kafka and PostgreSQL,
+## each role a process; ORDERPIPE_BENCH_PROFILE=long for longer, higher
+## steps. Then the micro-benchmarks of the codec, validation and the sink's
+## batch building.
 bench: pg-setup
-	$(GO) test -run=NONE -bench=. -benchtime=1x -count=1 ./bench/ ./ingest/ ./sinks/pgsink/
+	$(GO) test -run=NONE -bench=BenchmarkReport -benchtime=1x -count=1 -timeout 40m ./bench/
+	$(GO) test -run=NONE -bench='BenchmarkCodec|BenchmarkDecodeOrder|BenchmarkNewBatch' -benchtime=300ms -count=1 ./saga/ ./ingest/ ./sinks/pgsink/
+
+## bench-more: the other benchmarks (end to end per broker kind, overload,
+## one-at-a-time latency, the edge in process, the sink's write paths).
+bench-more: pg-setup
+	$(GO) test -run=NONE -bench='BenchmarkEndToEnd|BenchmarkOverload|BenchmarkLatency' -benchtime=1x -count=1 -timeout 40m ./bench/
+	$(GO) test -run=NONE -bench='BenchmarkPostOrder|BenchmarkSinkBatch' -benchtime=1x -count=1 ./ingest/ ./sinks/pgsink/
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:

@@ -28,6 +28,9 @@
 #   KAFKA_START_TIMEOUT    seconds `up` waits for the broker [90]
 #   KAFKA_EXTRA_PROPERTIES lines appended to server.properties (they win)
 #   KAFKA_OWNER_PID        stop the broker when this process is gone (tests)
+#   KAFKA_JMX_PORT         serve the broker's JMX metrics on 127.0.0.1:PORT,
+#                          without auth (loopback only) [off]; read them with
+#                          java scripts/KafkaMetrics.java 127.0.0.1:PORT
 #   JAVA_HOME              the JDK to run (17 or newer) [java on PATH]
 #
 # A second broker for a test: KAFKA_HOME_DIR=/tmp/k2 KAFKA_PORT=19092
@@ -51,6 +54,7 @@ KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx768m -Xms256m}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 KAFKA_EXTRA_PROPERTIES=${KAFKA_EXTRA_PROPERTIES:-}
 KAFKA_OWNER_PID=${KAFKA_OWNER_PID:-}
+KAFKA_JMX_PORT=${KAFKA_JMX_PORT:-}
 
 log() { printf 'kafka.sh: %s\n' "$*"; }
 die() {
@@ -257,10 +261,17 @@ ready() {
 	grep -qF 'Kafka Server started' "$SERVER_LOG" 2>/dev/null && api_probe "$KAFKA_PORT"
 }
 
+# show_logs prints why the broker failed: its first errors (a shutdown
+# after a failed start logs 40 lines of INFO that bury the cause), then the
+# tails of its logs.
 show_logs() {
 	local f
 	for f in "$SERVER_LOG" "$OUT_LOG"; do
 		[[ -s $f ]] || continue
+		if grep -qE 'ERROR|FATAL|Exception' "$f"; then
+			echo "----- first errors in $f" >&2
+			grep -m 20 -E -A3 'ERROR|FATAL|Exception' "$f" >&2
+		fi
 		echo "----- tail of $f" >&2
 		tail -n "${1:-40}" "$f" >&2
 	done
@@ -357,8 +368,8 @@ format_storage() {
 	echo "$want" >"$FORMAT_MARK"
 }
 
-# wait_ready waits until the broker with PID serves, or fails: it died,
-# or the time ran out.
+# wait_ready waits until the broker with PID serves (0), or fails: it
+# died (2, after showing why), or the time ran out (fatal).
 wait_ready() {
 	local pid=$1 deadline=$((SECONDS + KAFKA_START_TIMEOUT))
 	while ((SECONDS < deadline)); do
@@ -368,7 +379,8 @@ wait_ready() {
 		if ! kill -0 "$pid" 2>/dev/null; then
 			show_logs
 			rm -f "$PID_FILE"
-			die "the broker (pid $pid) exited during startup"
+			log "the broker (pid $pid) exited during startup"
+			return 2
 		fi
 		sleep 0.5
 	done
@@ -381,7 +393,7 @@ cmd_up() {
 	local pid
 	if pid=$(running_pid); then
 		# Started earlier; if it does not answer yet, it is still starting.
-		api_probe "$KAFKA_PORT" || wait_ready "$pid"
+		api_probe "$KAFKA_PORT" || wait_ready "$pid" || die "the broker (pid $pid) exited during startup"
 		log "already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
 		return 0
 	fi
@@ -396,32 +408,54 @@ cmd_up() {
 	write_config
 	format_storage
 
-	# Keep the previous run's logs for a post-mortem, start this one afresh
-	# (ready() looks for the "started" line in this run's log only).
-	local f
-	for f in "$SERVER_LOG" "$OUT_LOG"; do
-		if [[ -f $f ]]; then mv -f "$f" "$f.prev"; fi
-	done
-	rm -f "$SERVER_LOG".[0-9]*
+	# A broker that exits while starting is started once more: in CI a
+	# fresh broker once exited during its first start (an orderly
+	# shutdown, cause not in the log tail shown then; show_logs now prints
+	# the first errors). A second failure is final.
+	local start=$SECONDS attempt rc
+	for attempt in 1 2; do
+		# Keep the previous run's logs for a post-mortem, start this one afresh
+		# (ready() looks for the "started" line in this run's log only).
+		local f
+		for f in "$SERVER_LOG" "$OUT_LOG"; do
+			if [[ -f $f ]]; then mv -f "$f" "$f.prev"; fi
+		done
+		rm -f "$SERVER_LOG".[0-9]*
 
-	log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT, data $DATA_DIR)"
-	local start=$SECONDS
-	# The JVM options of Kafka's own kafka-run-class.sh, and the heap.
-	# setsid: a new session, so the terminal's Ctrl-C or the end of a test
-	# process does not reach it; all descriptors are redirected (and the
-	# lock fds closed) so that callers waiting on our output do not hang.
-	# shellcheck disable=SC2086 # KAFKA_HEAP_OPTS is a list of options
-	(cd "$RUN_DIR" && exec setsid "$JAVA" $KAFKA_HEAP_OPTS \
-		-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-		-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-		-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
-		-Dkafka.logs.dir="$RUN_DIR" -Dlog4j2.configurationFile="$LOG4J_CONF" \
-		-cp "$KAFKA_LIBS_DIR/*" kafka.Kafka "$SERVER_PROPS") \
-		</dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
-	pid=$!
-	echo "$pid" >"$PID_FILE"
-	if [[ -n $KAFKA_OWNER_PID ]]; then watch_owner "$KAFKA_OWNER_PID" "$pid"; fi
-	wait_ready "$pid"
+		# JMX on loopback only, one port for the registry and the server, so
+		# that benchmarks can read the broker's own request and topic counters.
+		local jmx=()
+		if [[ -n $KAFKA_JMX_PORT ]]; then
+			[[ $KAFKA_JMX_PORT =~ ^[0-9]+$ ]] || die "KAFKA_JMX_PORT must be a port, not '$KAFKA_JMX_PORT'"
+			! port_open "$KAFKA_JMX_PORT" || die "127.0.0.1:$KAFKA_JMX_PORT is taken by another process (set KAFKA_JMX_PORT)"
+			jmx=(-Dcom.sun.management.jmxremote -Dcom.sun.management.jmxremote.port="$KAFKA_JMX_PORT"
+				-Dcom.sun.management.jmxremote.rmi.port="$KAFKA_JMX_PORT" -Dcom.sun.management.jmxremote.host=127.0.0.1
+				-Djava.rmi.server.hostname=127.0.0.1 -Dcom.sun.management.jmxremote.authenticate=false
+				-Dcom.sun.management.jmxremote.ssl=false -Dcom.sun.management.jmxremote.local.only=true)
+		fi
+
+		log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT, data $DATA_DIR${KAFKA_JMX_PORT:+, JMX $KAFKA_JMX_PORT})"
+		# The JVM options of Kafka's own kafka-run-class.sh, and the heap.
+		# setsid: a new session, so the terminal's Ctrl-C or the end of a test
+		# process does not reach it; all descriptors are redirected (and the
+		# lock fds closed) so that callers waiting on our output do not hang.
+		# shellcheck disable=SC2086 # KAFKA_HEAP_OPTS is a list of options
+		(cd "$RUN_DIR" && exec setsid "$JAVA" $KAFKA_HEAP_OPTS \
+			-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+			-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+			-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "${jmx[@]}" \
+			-Dkafka.logs.dir="$RUN_DIR" -Dlog4j2.configurationFile="$LOG4J_CONF" \
+			-cp "$KAFKA_LIBS_DIR/*" kafka.Kafka "$SERVER_PROPS") \
+			</dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
+		pid=$!
+		echo "$pid" >"$PID_FILE"
+		if [[ -n $KAFKA_OWNER_PID ]]; then watch_owner "$KAFKA_OWNER_PID" "$pid"; fi
+		rc=0
+		wait_ready "$pid" || rc=$?
+		((rc == 0)) && break
+		((attempt == 1)) || die "the broker (pid $pid) exited during startup, twice"
+		log "starting it once more"
+	done
 	log "ready in $((SECONDS - start))s: pid $pid, bootstrap 127.0.0.1:$KAFKA_PORT"
 }
 

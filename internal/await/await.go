@@ -3,6 +3,8 @@
 package await
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -26,5 +28,31 @@ func Until(t testing.TB, what string, d time.Duration, cond func() error) {
 			t.Fatalf("%s: not reached within %s: %v", what, d, err)
 		}
 		<-tick.C
+	}
+}
+
+// Within is Until for callers that go on after a timeout (a benchmark step
+// that did not drain is a figure, not a failure): it returns cond's last
+// error once d passes, or ctx's error, polling every every (Poll if 0).
+func Within(ctx context.Context, d, every time.Duration, cond func() error) error {
+	if every == 0 {
+		every = Poll
+	}
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not reached within %s: %w", d, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ type Kafka struct {
 	script string
 	env    []string
 	port   int
+	// jmxPort serves the broker's JMX metrics on loopback (Metrics).
+	jmxPort int
 }
 
 // KafkaAvailable reports why a real broker cannot be started here (no
@@ -62,12 +65,17 @@ func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{script: filepath.Join(root, "scripts", "kafka.sh"), port: port}
+	jmx, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	k := &Kafka{script: filepath.Join(root, "scripts", "kafka.sh"), port: port, jmxPort: jmx}
 	k.env = append(os.Environ(),
 		"KAFKA_HOME_DIR="+dir,
 		"KAFKA_LIBS_DIR="+filepath.Join(root, ".cache", "kafka", "4.3.1", "libs"),
 		"KAFKA_PORT="+strconv.Itoa(port),
 		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
+		"KAFKA_JMX_PORT="+strconv.Itoa(jmx),
 		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m",
 		// A test binary that panics runs no cleanup: the broker goes
 		// when this process does.
@@ -140,6 +148,48 @@ func (k *Kafka) Kill(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Metrics are a broker's own counters at one moment (see
+// scripts/KafkaMetrics.java): requests handled by API, records appended by
+// topic, and the JVM's CPU time.
+type Metrics struct {
+	Requests map[string]float64
+	Records  map[string]float64
+	CPU      time.Duration
+}
+
+// Metrics reads the broker's counters over JMX. It takes a few seconds
+// (the JDK compiles the reader first), so read it around a measurement,
+// not within it.
+func (k *Kafka) Metrics(ctx context.Context) (Metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	src := filepath.Join(filepath.Dir(k.script), "KafkaMetrics.java")
+	out, err := exec.CommandContext(ctx, "java", src, net.JoinHostPort("127.0.0.1", strconv.Itoa(k.jmxPort))).CombinedOutput()
+	if err != nil {
+		return Metrics{}, fmt.Errorf("read the broker's JMX metrics: %w: %s", err, out)
+	}
+	m := Metrics{Requests: map[string]float64{}, Records: map[string]float64{}}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			return Metrics{}, fmt.Errorf("broker metrics: bad line %q", line)
+		}
+		v, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			return Metrics{}, fmt.Errorf("broker metrics: bad line %q: %w", line, err)
+		}
+		switch f[0] {
+		case "request":
+			m.Requests[f[1]] = v
+		case "topic":
+			m.Records[f[1]] = v
+		case "cpu":
+			m.CPU = time.Duration(v)
+		}
+	}
+	return m, nil
 }
 
 // Close stops the broker and deletes its data.

@@ -98,17 +98,8 @@ func stockValues(r stockRow) []any {
 // fast path: a handful of round trips whatever the size of the batch.
 func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch, fin finish) (written, error) {
 	var w written
+	orders, items, stock := copyRows(b)
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		orders := make([][]any, len(b.orders))
-		items := make([][]any, 0, b.itemCount())
-		for i, r := range b.orders {
-			orders[i] = orderValues(r.state)
-			items = append(items, itemValues(r.state)...)
-		}
-		stock := make([][]any, len(b.stock))
-		for i, r := range b.stock {
-			stock[i] = stockValues(r)
-		}
 		var err error
 		if w.orders, err = stageAndUpsert(ctx, tx, "orders", ordersCreate, ordersStage, ordersCols, ordersFromStage, orders); err != nil {
 			return err
@@ -126,6 +117,21 @@ func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch, fin finish) (
 		return written{}, err
 	}
 	return w, nil
+}
+
+// copyRows are the rows COPY writes for b: orders, their lines, and stock.
+func copyRows(b *batch) (orders, items, stock [][]any) {
+	orders = make([][]any, len(b.orders))
+	items = make([][]any, 0, b.itemCount())
+	for i, r := range b.orders {
+		orders[i] = orderValues(r.state)
+		items = append(items, itemValues(r.state)...)
+	}
+	stock = make([][]any, len(b.stock))
+	for i, r := range b.stock {
+		stock[i] = stockValues(r)
+	}
+	return orders, items, stock
 }
 
 // stageAndUpsert copies rows into a fresh staging table and upserts them

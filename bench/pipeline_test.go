@@ -48,6 +48,7 @@ type role struct {
 	name, command, addr string
 	args                []string
 	p                   *proctest.Proc
+	starts              int
 }
 
 func startPipeline(b *testing.B, edgeArgs, procArgs []string) *pipeline {
@@ -72,7 +73,7 @@ func startPipeline(b *testing.B, edgeArgs, procArgs []string) *pipeline {
 	}
 	b.Cleanup(kcl.Close)
 	pl.adm = kadm.NewClient(kcl)
-	pl.oneShot("topics", "--brokers", pl.brokers())
+	pl.oneShot(append([]string{"topics", "--brokers", pl.brokers()}, topologyArgs()...)...)
 	pl.oneShot("migrate", "--postgres-url", pl.pgURL)
 	if pl.db, err = pgx.Connect(b.Context(), pl.pgURL); err != nil {
 		b.Fatal(err)
@@ -116,8 +117,18 @@ func (pl *pipeline) enableCommitTimestamps() {
 
 func (pl *pipeline) brokers() string { return strings.Join(pl.kafka.Brokers(), ",") }
 
+// topologyArgs are the topology flags every command gets: the partitions
+// of ORDERPIPE_BENCH_PARTITIONS, when set, to weigh batch sizes.
+func topologyArgs() []string {
+	if p := os.Getenv("ORDERPIPE_BENCH_PARTITIONS"); p != "" {
+		return []string{"--partitions", p}
+	}
+	return nil
+}
+
 func (pl *pipeline) launch(r *role) {
-	args := append([]string{r.command, "--brokers", pl.brokers(), "--client-id", r.name, "--log-level", "info"}, r.args...)
+	args := append([]string{r.command, "--brokers", pl.brokers(), "--client-id", r.name, "--log-level", "info"}, topologyArgs()...)
+	args = append(args, r.args...)
 	if r.command == "ingest" {
 		args = append(args, "--listen", r.addr, "--data-dir", pl.b.TempDir())
 	} else {
@@ -125,6 +136,11 @@ func (pl *pipeline) launch(r *role) {
 		if r.command == "process" {
 			args = append(args, "--data-dir", pl.b.TempDir())
 		}
+	}
+	if dir := os.Getenv("ORDERPIPE_BENCH_PPROF"); dir != "" {
+		// One profile per start; written when the role stops cleanly.
+		r.starts++
+		args = append(args, "--cpu-profile", filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", r.name, r.starts)))
 	}
 	r.p = proctest.Start(pl.b, r.name, exec.Command(pl.bin, args...), true)
 }

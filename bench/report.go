@@ -120,11 +120,15 @@ type Step struct {
 	FinalP99ms float64 `json:"final_p99_ms"`
 	// LagGrowing: the saga's consumer lag at the end of the step exceeded
 	// what it was midway by more than a second of orders.
-	LagStart   int64       `json:"lag_mid"`
-	LagEnd     int64       `json:"lag_end"`
-	Sustained  bool        `json:"sustained"`
-	Codes      map[int]int `json:"codes"`
-	DurationMS int64       `json:"duration_ms"`
+	LagStart  int64       `json:"lag_mid"`
+	LagEnd    int64       `json:"lag_end"`
+	Sustained bool        `json:"sustained"`
+	Codes     map[int]int `json:"codes"`
+	// CPUusPerOrder is each process's CPU µs per final order of the step,
+	// over the step and its drain: steps compare at the same rate, since
+	// fixed costs (heartbeats, idle fetches) weigh more at low rates.
+	CPUusPerOrder map[string]float64 `json:"cpu_us_per_order,omitempty"`
+	DurationMS    int64              `json:"duration_ms"`
 }
 
 // RoleUsage is one process's CPU and memory.

@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/storage"
+	"github.com/orderpipe/orderpipe/processors/batchstore"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/syndtr/goleveldb/leveldb"
@@ -251,7 +252,7 @@ func (c Config) storageBuilder(table goka.Table, sub string, failed func(error))
 		if err != nil {
 			return nil, fmt.Errorf("open table partition %s: %w", path, err)
 		}
-		return storage.New(db)
+		return batchstore.New(db, batchstore.Options{}), nil
 	}, nil
 }
 

@@ -110,8 +110,9 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 
 // roleOptions are the values the flags of a role command fill.
 type roleOptions struct {
-	common common
-	cfg    app.Config
+	common     common
+	cfg        app.Config
+	cpuProfile string
 }
 
 // roleFlags builds the flag set of role command name running roles.
@@ -145,6 +146,7 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 		fs.StringVar(&cfg.OpsListen, "ops-listen", "", "address of /healthz, /readyz and /metrics for this process (e.g. 127.0.0.1:9101); empty serves none")
 	}
 	fs.StringVar(&cfg.ClientID, "client-id", "orderpipe", "client id sent to the brokers")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (go tool pprof), complete once the process stopped cleanly")
 	return fs, o
 }
 

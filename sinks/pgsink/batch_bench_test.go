@@ -12,7 +12,7 @@ import (
 
 // BenchmarkNewBatch measures building one batch of benchBatch polled
 // records, without Postgres: newBatch (decode, keep the newest version of
-// each key, sort) and the COPY rows writeBatch makes of it. "orders-new" is
+// each key, sort) and the columns writeBatch sends for it. "orders-new" is
 // the input of BenchmarkSinkBatch's "new" workload, every record a new
 // order; "changelog" is what the tables' changelogs carry, every order at
 // each of its versions and the stock of its SKUs after every reserve and
@@ -33,7 +33,7 @@ func BenchmarkNewBatch(b *testing.B) {
 			b.Logf("%s: %d records -> %d orders, %d lines, %d stock rows", w.name, len(w.recs), len(want.orders), want.itemCount(), len(want.stock))
 			b.ReportAllocs()
 			for b.Loop() {
-				copyRows(newBatch(w.recs))
+				columnsOf(newBatch(w.recs))
 			}
 			b.ReportMetric(float64(len(w.recs)*b.N)/b.Elapsed().Seconds(), "records/s")
 		})

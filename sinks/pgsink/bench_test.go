@@ -18,7 +18,7 @@ const benchBatch = 5000
 
 // BenchmarkSinkBatch measures the write path of one batch of 5000 order
 // states (with 1-3 lines each) against the real Postgres of TestMain, for
-// the sink's COPY + upsert path and for the row-at-a-time alternatives, so
+// the sink's unnest upsert path and for the row-at-a-time alternatives, so
 // the ratio is visible. "new" writes orders never seen (inserts); "update"
 // writes a newer version of the same orders (updates, lines unchanged).
 func BenchmarkSinkBatch(b *testing.B) {
@@ -26,7 +26,7 @@ func BenchmarkSinkBatch(b *testing.B) {
 		name  string
 		write func(context.Context, *pgxpool.Pool, *batch) error
 	}{
-		{"copy-upsert", func(ctx context.Context, pool *pgxpool.Pool, bt *batch) error {
+		{"unnest-upsert", func(ctx context.Context, pool *pgxpool.Pool, bt *batch) error {
 			_, err := writeBatch(ctx, pool, bt, nil)
 			return err
 		}},
@@ -72,7 +72,7 @@ func benchOrders(first int, version uint64) *batch {
 	return newBatch(recs)
 }
 
-// writeNaive is what a sink without staging does: one INSERT ... ON
+// writeNaive is what a sink without batching does: one INSERT ... ON
 // CONFLICT per row, in one transaction.
 func writeNaive(ctx context.Context, pool *pgxpool.Pool, b *batch) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {

@@ -3,7 +3,7 @@ package pgsink
 import (
 	"context"
 	"fmt"
-	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,44 +15,45 @@ import (
 // batch that lost a race with a newer one, changes nothing), and order lines,
 // which never change once submitted, are inserted once.
 //
-// The staging tables and the parameters of the row path are typed wide
-// (bigint, text) rather than like the target columns, so that a value the
-// target refuses (a quantity above int4, a NUL byte in a string) fails in
-// Postgres with a data SQLSTATE, which the sink knows how to handle, instead
-// of failing while pgx encodes it.
+// The batch path sends each column as one array parameter and unnests them:
+// one statement per table whatever the batch size. It replaced COPY into
+// temporary staging tables, whose CREATE and DROP (catalog writes) cost
+// ~15ms per batch: at the batch sizes a sink sees under a steady load (tens
+// to hundreds of orders) unnest wrote 1.6-6x as many orders per second
+// (BenchmarkSinkBatch).
+//
+// The arrays and the parameters of the row path are typed wide (bigint,
+// text) rather than like the target columns, so that a value the target
+// refuses (a quantity above int4, a NUL byte in a string) fails in Postgres
+// with a data SQLSTATE, which the sink knows how to handle, instead of
+// failing while pgx encodes it.
 const (
-	ordersCols   = "order_id, customer_id, status, reason, total_cents, currency, created_at, updated_at, version"
-	ordersStage  = "pgsink_orders"
-	ordersCreate = `CREATE TEMP TABLE pgsink_orders (order_id uuid, customer_id text, status text, reason text,
-	total_cents bigint, currency text, created_at timestamptz, updated_at timestamptz, version bigint) ON COMMIT DROP`
+	ordersCols     = "order_id, customer_id, status, reason, total_cents, currency, created_at, updated_at, version"
 	ordersConflict = ` ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id,
 	status = excluded.status, reason = excluded.reason, total_cents = excluded.total_cents,
 	currency = excluded.currency, created_at = excluded.created_at, updated_at = excluded.updated_at,
 	version = excluded.version
 	WHERE t.version < excluded.version`
-	ordersFromStage = "INSERT INTO orders AS t (" + ordersCols + ") SELECT " + ordersCols +
-		" FROM pgsink_orders ORDER BY order_id" + ordersConflict
+	// ORDER BY: rows are locked in key order, so that two writers (a sink
+	// and its successor during a rebalance) cannot deadlock.
+	ordersMany = "INSERT INTO orders AS t (" + ordersCols + `) SELECT * FROM unnest($1::uuid[], $2::text[],
+	$3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::bigint[]) ORDER BY 1` + ordersConflict
 	ordersOne = "INSERT INTO orders AS t (" + ordersCols + `) VALUES ($1::uuid, $2::text, $3::text, $4::text,
 	$5::bigint, $6::text, $7::timestamptz, $8::timestamptz, $9::bigint)` + ordersConflict
 
-	itemsCols      = "order_id, line_no, sku, quantity, unit_price_cents"
-	itemsStage     = "pgsink_order_items"
-	itemsCreate    = `CREATE TEMP TABLE pgsink_order_items (order_id uuid, line_no bigint, sku text, quantity bigint, unit_price_cents bigint) ON COMMIT DROP`
-	itemsConflict  = " ON CONFLICT (order_id, line_no) DO NOTHING"
-	itemsFromStage = "INSERT INTO order_items (" + itemsCols + ") SELECT " + itemsCols +
-		" FROM pgsink_order_items ORDER BY order_id, line_no" + itemsConflict
+	itemsCols     = "order_id, line_no, sku, quantity, unit_price_cents"
+	itemsConflict = " ON CONFLICT (order_id, line_no) DO NOTHING"
+	itemsMany     = "INSERT INTO order_items (" + itemsCols + `) SELECT * FROM unnest($1::uuid[], $2::bigint[],
+	$3::text[], $4::bigint[], $5::bigint[]) ORDER BY 1, 2` + itemsConflict
 	itemsOne = "INSERT INTO order_items (" + itemsCols + ") VALUES ($1::uuid, $2::bigint, $3::text, $4::bigint, $5::bigint)" + itemsConflict
 
-	stockCols   = "sku, available, reserved, sold, updated_at, version"
-	stockStage  = "pgsink_inventory"
-	stockCreate = `CREATE TEMP TABLE pgsink_inventory (sku text, available bigint, reserved bigint, sold bigint,
-	updated_at timestamptz, version bigint) ON COMMIT DROP`
+	stockCols     = "sku, available, reserved, sold, updated_at, version"
 	stockConflict = ` ON CONFLICT (sku) DO UPDATE SET available = excluded.available,
 	reserved = excluded.reserved, sold = excluded.sold, updated_at = excluded.updated_at,
 	version = excluded.version
 	WHERE t.version < excluded.version`
-	stockFromStage = "INSERT INTO inventory AS t (" + stockCols + ") SELECT " + stockCols +
-		" FROM pgsink_inventory ORDER BY sku" + stockConflict
+	stockMany = "INSERT INTO inventory AS t (" + stockCols + `) SELECT * FROM unnest($1::text[], $2::bigint[],
+	$3::bigint[], $4::bigint[], $5::timestamptz[], $6::bigint[]) ORDER BY 1` + stockConflict
 	stockOne = "INSERT INTO inventory AS t (" + stockCols + `) VALUES ($1::text, $2::bigint, $3::bigint,
 	$4::bigint, $5::timestamptz, $6::bigint)` + stockConflict
 )
@@ -93,22 +94,22 @@ func stockValues(r stockRow) []any {
 	return []any{r.sku, r.state.Available, r.state.Reserved, r.state.Sold, r.state.UpdatedAt, int64(r.state.Version)}
 }
 
-// writeBatch writes b in one transaction: COPY into temporary staging
-// tables, then one INSERT ... SELECT ... ON CONFLICT per table. It is the
-// fast path: a handful of round trips whatever the size of the batch.
+// writeBatch writes b in one transaction: one INSERT ... SELECT FROM
+// unnest(...) ... ON CONFLICT per table. It is the fast path: a handful of
+// round trips whatever the size of the batch.
 func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch, fin finish) (written, error) {
 	var w written
-	orders, items, stock := copyRows(b)
+	c := columnsOf(b)
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
-		if w.orders, err = stageAndUpsert(ctx, tx, "orders", ordersCreate, ordersStage, ordersCols, ordersFromStage, orders); err != nil {
+		if w.orders, err = upsertMany(ctx, tx, "orders", ordersMany, c.orders()); err != nil {
 			return err
 		}
 		// After orders: order_items references them.
-		if w.items, err = stageAndUpsert(ctx, tx, "order_items", itemsCreate, itemsStage, itemsCols, itemsFromStage, items); err != nil {
+		if w.items, err = upsertMany(ctx, tx, "order_items", itemsMany, c.items()); err != nil {
 			return err
 		}
-		if w.inventory, err = stageAndUpsert(ctx, tx, "inventory", stockCreate, stockStage, stockCols, stockFromStage, stock); err != nil {
+		if w.inventory, err = upsertMany(ctx, tx, "inventory", stockMany, c.stock()); err != nil {
 			return err
 		}
 		return fin.run(ctx, tx, nil)
@@ -119,36 +120,103 @@ func writeBatch(ctx context.Context, pool *pgxpool.Pool, b *batch, fin finish) (
 	return w, nil
 }
 
-// copyRows are the rows COPY writes for b: orders, their lines, and stock.
-func copyRows(b *batch) (orders, items, stock [][]any) {
-	orders = make([][]any, len(b.orders))
-	items = make([][]any, 0, b.itemCount())
-	for i, r := range b.orders {
-		orders[i] = orderValues(r.state)
-		items = append(items, itemValues(r.state)...)
-	}
-	stock = make([][]any, len(b.stock))
-	for i, r := range b.stock {
-		stock[i] = stockValues(r)
-	}
-	return orders, items, stock
+// columns are a batch's rows as one slice per column, the parameters of
+// the unnest statements.
+type columns struct {
+	// orders
+	orderID          [][16]byte
+	customer, status []string
+	reason           []*string // nil: NULL
+	total            []int64
+	currency         []string
+	created, updated []time.Time
+	version          []int64
+	// order_items
+	itemOrder  [][16]byte
+	lineNo     []int64
+	sku        []string
+	qty, price []int64
+	// inventory
+	stockSKU                  []string
+	available, reserved, sold []int64
+	stockUpdated              []time.Time
+	stockVersion              []int64
 }
 
-// stageAndUpsert copies rows into a fresh staging table and upserts them
-// into table, returning the rows changed.
-func stageAndUpsert(ctx context.Context, tx pgx.Tx, table, create, stage, cols, upsert string, rows [][]any) (int64, error) {
-	if len(rows) == 0 {
+// columnsOf lays b out by column.
+func columnsOf(b *batch) *columns {
+	n, items := len(b.orders), b.itemCount()
+	c := &columns{
+		orderID: make([][16]byte, 0, n), customer: make([]string, 0, n), status: make([]string, 0, n),
+		reason: make([]*string, 0, n), total: make([]int64, 0, n), currency: make([]string, 0, n),
+		created: make([]time.Time, 0, n), updated: make([]time.Time, 0, n), version: make([]int64, 0, n),
+		itemOrder: make([][16]byte, 0, items), lineNo: make([]int64, 0, items), sku: make([]string, 0, items),
+		qty: make([]int64, 0, items), price: make([]int64, 0, items),
+	}
+	for _, r := range b.orders {
+		o := r.state
+		var reason *string
+		if o.Reason != "" {
+			reason = &o.Reason
+		}
+		c.orderID = append(c.orderID, [16]byte(o.OrderID))
+		c.customer = append(c.customer, o.CustomerID)
+		c.status = append(c.status, o.Status.String())
+		c.reason = append(c.reason, reason)
+		c.total = append(c.total, o.TotalCents())
+		c.currency = append(c.currency, o.Currency)
+		c.created = append(c.created, o.CreatedAt)
+		c.updated = append(c.updated, o.UpdatedAt)
+		c.version = append(c.version, int64(o.Version))
+		for i, l := range o.Lines {
+			c.itemOrder = append(c.itemOrder, [16]byte(o.OrderID))
+			c.lineNo = append(c.lineNo, int64(i))
+			c.sku = append(c.sku, l.SKU)
+			c.qty = append(c.qty, int64(l.Quantity))
+			c.price = append(c.price, l.UnitPriceCents)
+		}
+	}
+	for _, r := range b.stock {
+		c.stockSKU = append(c.stockSKU, r.sku)
+		c.available = append(c.available, r.state.Available)
+		c.reserved = append(c.reserved, r.state.Reserved)
+		c.sold = append(c.sold, r.state.Sold)
+		c.stockUpdated = append(c.stockUpdated, r.state.UpdatedAt)
+		c.stockVersion = append(c.stockVersion, int64(r.state.Version))
+	}
+	return c
+}
+
+func (c *columns) orders() []any {
+	if len(c.orderID) == 0 {
+		return nil
+	}
+	return []any{c.orderID, c.customer, c.status, c.reason, c.total, c.currency, c.created, c.updated, c.version}
+}
+
+func (c *columns) items() []any {
+	if len(c.itemOrder) == 0 {
+		return nil
+	}
+	return []any{c.itemOrder, c.lineNo, c.sku, c.qty, c.price}
+}
+
+func (c *columns) stock() []any {
+	if len(c.stockSKU) == 0 {
+		return nil
+	}
+	return []any{c.stockSKU, c.available, c.reserved, c.sold, c.stockUpdated, c.stockVersion}
+}
+
+// upsertMany runs one unnest upsert into table, returning the rows
+// changed; no columns is nothing to write.
+func upsertMany(ctx context.Context, tx pgx.Tx, table, sql string, cols []any) (int64, error) {
+	if cols == nil {
 		return 0, nil
 	}
-	if _, err := tx.Exec(ctx, create); err != nil {
-		return 0, fmt.Errorf("create staging table for %s: %w", table, err)
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{stage}, strings.Split(cols, ", "), pgx.CopyFromRows(rows)); err != nil {
-		return 0, fmt.Errorf("copy %d rows into staging table for %s: %w", len(rows), table, err)
-	}
-	tag, err := tx.Exec(ctx, upsert)
+	tag, err := tx.Exec(ctx, sql, cols...)
 	if err != nil {
-		return 0, fmt.Errorf("upsert %d rows into %s: %w", len(rows), table, err)
+		return 0, fmt.Errorf("upsert into %s: %w", table, err)
 	}
 	return tag.RowsAffected(), nil
 }

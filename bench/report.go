@@ -128,7 +128,11 @@ type Step struct {
 	// over the step and its drain: steps compare at the same rate, since
 	// fixed costs (heartbeats, idle fetches) weigh more at low rates.
 	CPUusPerOrder map[string]float64 `json:"cpu_us_per_order,omitempty"`
-	DurationMS    int64              `json:"duration_ms"`
+	// FetchPerOrder and ProducePerOrder are the broker's Fetch and Produce
+	// requests per final order over the step.
+	FetchPerOrder   float64 `json:"fetch_per_order"`
+	ProducePerOrder float64 `json:"produce_per_order"`
+	DurationMS      int64   `json:"duration_ms"`
 }
 
 // RoleUsage is one process's CPU and memory.

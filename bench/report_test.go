@@ -161,6 +161,10 @@ func runReport(b *testing.B, prof profile) *bench.Report {
 				last.CPUusPerOrder[name] = float64((u.cpu - u0[name].cpu).Microseconds()) / float64(st.final)
 			}
 		}
+		if berr == nil && aerr == nil && st.final > 0 {
+			last.FetchPerOrder = (after.Requests["Fetch"] - before.Requests["Fetch"]) / float64(st.final)
+			last.ProducePerOrder = (after.Requests["Produce"] - before.Requests["Produce"]) / float64(st.final)
+		}
 		if !st.Sustained {
 			break
 		}

@@ -62,17 +62,18 @@ func (r *Report) Summary() string {
 	if len(r.Steps) == 0 {
 		b.WriteString("No steps recorded.\n\n")
 	} else {
-		b.WriteString("| offered/s | accepted/s | final/s | accepted | edge p50 ms | edge p99 ms | edge p99.9 ms | final p50 ms | final p99 ms | lag mid | lag end | CPU µs/order (broker) | sustained |\n")
-		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
+		b.WriteString("| offered/s | accepted/s | final/s | accepted | edge p50 ms | edge p99 ms | edge p99.9 ms | final p50 ms | final p99 ms | lag mid | lag end | CPU µs/order (broker) | fetch, produce /order | sustained |\n")
+		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n")
 		for _, s := range r.Steps {
 			var total float64
 			for _, v := range s.CPUusPerOrder {
 				total += v
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s, %s | %s |\n",
 				fmtRate(s.OfferedRPS), fmtRate(s.AcceptedRPS), fmtRate(s.FinalRPS), fmtPercent(s.Accepted),
 				fmtMS(s.EdgeP50ms), fmtMS(s.EdgeP99ms), fmtMS(s.EdgeP999ms), fmtMS(s.FinalP50ms), fmtMS(s.FinalP99ms),
-				fmtCount(s.LagStart), fmtCount(s.LagEnd), fmtRate(total), fmtRate(s.CPUusPerOrder["broker"]), yesNo(s.Sustained))
+				fmtCount(s.LagStart), fmtCount(s.LagEnd), fmtRate(total), fmtRate(s.CPUusPerOrder["broker"]),
+				fmtRatio(s.FetchPerOrder), fmtRatio(s.ProducePerOrder), yesNo(s.Sustained))
 		}
 		b.WriteString("\n")
 	}

@@ -24,16 +24,17 @@ import (
 type profile struct {
 	name  string
 	step  time.Duration
+	warm  time.Duration
 	rates []float64
 	burst int
 }
 
 func benchProfile() profile {
 	if os.Getenv("ORDERPIPE_BENCH_PROFILE") == "long" {
-		return profile{name: "long", step: 20 * time.Second, burst: 60000,
+		return profile{name: "long", step: 20 * time.Second, warm: time.Minute, burst: 60000,
 			rates: []float64{500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000}}
 	}
-	return profile{name: "quick", step: 6 * time.Second, burst: 20000,
+	return profile{name: "quick", step: 6 * time.Second, warm: 30 * time.Second, burst: 20000,
 		rates: []float64{500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000}}
 }
 
@@ -128,7 +129,18 @@ func runReport(b *testing.B, prof profile) *bench.Report {
 	}}); err != nil || res.OK != reportSKUs {
 		b.Fatalf("set stock: %v %v", res, err)
 	}
-	pl.step(rep, "warm", 1000, 8*time.Second, false)
+	// The broker's JIT compilers take a core for tens of seconds once
+	// traffic starts; the warm-up lets most of that pass.
+	u0, err := pl.usages(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pl.step(rep, "warm", 1000, prof.warm, false)
+	u1, err := pl.usages(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	say("warm-up: the broker's JIT compilers used %s of CPU", (u1["broker-jit"].cpu - u0["broker-jit"].cpu).Round(10*time.Millisecond))
 
 	say("idle latency: 20 orders/s for 10s")
 	idle := pl.step(rep, "idle", 20, 10*time.Second, false)
@@ -382,7 +394,7 @@ func brokerCost(c *bench.Cost, before, after kafkatest.Metrics, orders float64) 
 // roleUsage turns two usage readings d apart into cores and peak RSS.
 func roleUsage(u0, u1 map[string]usage, d time.Duration) []bench.RoleUsage {
 	var out []bench.RoleUsage
-	for _, name := range []string{"ingest", "process", "sink", "broker", "postgres"} {
+	for _, name := range []string{"ingest", "process", "sink", "broker", "broker-jit", "postgres"} {
 		u, ok := u1[name]
 		if !ok {
 			continue

@@ -82,7 +82,9 @@ func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
 		"KAFKA_OWNER_PID="+strconv.Itoa(os.Getpid()),
 		// Few partitions for the internal topics: the first group join
 		// creates them, and 50 partitions each cost a second here.
-		"KAFKA_EXTRA_PROPERTIES=offsets.topic.num.partitions=3\ntransaction.state.log.num.partitions=3",
+		// KAFKATEST_BROKER_PROPERTIES adds lines (benchmarks weigh broker
+		// settings with it, e.g. num.io.threads=2).
+		"KAFKA_EXTRA_PROPERTIES=offsets.topic.num.partitions=3\ntransaction.state.log.num.partitions=3\n"+os.Getenv("KAFKATEST_BROKER_PROPERTIES"),
 	)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()

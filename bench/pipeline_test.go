@@ -1,7 +1,6 @@
 package bench_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/orderpipe/orderpipe/bench"
 	"github.com/orderpipe/orderpipe/internal/apptest"
 	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/internal/kafkatest"
@@ -23,7 +23,6 @@ import (
 	"github.com/orderpipe/orderpipe/topology"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/valyala/fasthttp"
 )
 
 // pipeline is the deployed shape for a benchmark: one ingest, one process
@@ -155,25 +154,7 @@ func (pl *pipeline) oneShot(args ...string) {
 
 // metric sums every series of a counter on r's /metrics.
 func (pl *pipeline) metric(r *role, name string) (float64, error) {
-	code, body, err := fasthttp.GetTimeout(nil, "http://"+r.addr+"/metrics", 10*time.Second)
-	if err != nil || code != 200 {
-		return 0, fmt.Errorf("%s /metrics: %d %v", r.name, code, err)
-	}
-	var sum float64
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, "{") || strings.HasPrefix(rest, " ")) {
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				return 0, fmt.Errorf("metric line %q: %w", line, err)
-			}
-			sum += v
-		}
-	}
-	return sum, sc.Err()
+	return bench.ScrapeMetric(r.addr, name)
 }
 
 // lag is the consumer lag, in records, summed over the saga's groups and

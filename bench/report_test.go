@@ -1,7 +1,6 @@
 package bench_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -318,7 +317,7 @@ func (pl *pipeline) burst(rep *bench.Report, n int) {
 	rep.Edge.BurstRPS = res.Throughput()
 	say("burst: edge %v", res)
 	// Wait for the saga to finish the backlog, so that the sink is timed alone.
-	if err := awaitMetric(ctx, pl, pl.proc, "orderpipe_orders_final_total", before+float64(res.OK), 3*time.Minute); err != nil {
+	if _, err := bench.WaitScrape(ctx, pl.proc.addr, "orderpipe_orders_final_total", before+float64(res.OK), 3*time.Minute); err != nil {
 		b.Fatal(err)
 	}
 	var lines int
@@ -340,24 +339,6 @@ func (pl *pipeline) burst(rep *bench.Report, n int) {
 	}
 	rep.Sink.RowsPerS = float64(res.OK+lines) / el.Seconds()
 	say("sink: %d orders and %d lines in %s from its readiness: %.0f rows/s", res.OK, lines, el.Round(time.Millisecond), rep.Sink.RowsPerS)
-}
-
-func awaitMetric(ctx context.Context, pl *pipeline, r *role, name string, want float64, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		v, err := pl.metric(r, name)
-		if err == nil && v >= want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s of %s = %v after %s, want %v (%v)", name, r.name, v, d, want, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // brokerCost fills the broker's share of the cost model from two readings

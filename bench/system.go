@@ -74,20 +74,24 @@ func (s *System) Close() error {
 }
 
 // Metric sums every series of a counter or gauge on the edge's /metrics.
-func (s *System) Metric(name string) (float64, error) {
-	code, body, err := fasthttp.GetTimeout(nil, "http://"+s.Addr+"/metrics", 10*time.Second)
+func (s *System) Metric(name string) (float64, error) { return ScrapeMetric(s.Addr, name) }
+
+// ScrapeMetric sums every series of the counter or gauge name on the
+// /metrics of the server at addr.
+func ScrapeMetric(addr, name string) (float64, error) {
+	code, body, err := fasthttp.GetTimeout(nil, "http://"+addr+"/metrics", 10*time.Second)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%s/metrics: %w", addr, err)
 	}
 	if code != 200 {
-		return 0, fmt.Errorf("/metrics: status %d", code)
+		return 0, fmt.Errorf("%s/metrics: status %d", addr, code)
 	}
 	var sum float64
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+		if rest, ok := strings.CutPrefix(line, name); !ok || (!strings.HasPrefix(rest, "{") && !strings.HasPrefix(rest, " ")) {
 			continue
 		}
 		f := strings.Fields(line)
@@ -103,14 +107,20 @@ func (s *System) Metric(name string) (float64, error) {
 // WaitMetric waits until Metric(name) >= want or d passes, and returns
 // when it got there.
 func (s *System) WaitMetric(ctx context.Context, name string, want float64, d time.Duration) (time.Time, error) {
+	return WaitScrape(ctx, s.Addr, name, want, d)
+}
+
+// WaitScrape waits until ScrapeMetric(addr, name) >= want or d passes, and
+// returns when it got there.
+func WaitScrape(ctx context.Context, addr, name string, want float64, d time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(d)
 	for {
-		v, err := s.Metric(name)
+		v, err := ScrapeMetric(addr, name)
 		if err == nil && v >= want {
 			return time.Now(), nil
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%s = %v after %s, want %v (%v)", name, v, d, want, err)
+			return time.Time{}, fmt.Errorf("%s on %s = %v after %s, want %v (%v)", name, addr, v, d, want, err)
 		}
 		select {
 		case <-ctx.Done():

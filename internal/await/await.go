@@ -16,18 +16,8 @@ const Poll = 10 * time.Millisecond
 // last error, naming what was awaited, when d passes first.
 func Until(t testing.TB, what string, d time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(Poll)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, d, err)
-		}
-		<-tick.C
+	if err := Within(context.Background(), d, Poll, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

@@ -34,7 +34,7 @@ func benchProfile() profile {
 			rates: []float64{500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000}}
 	}
 	return profile{name: "quick", step: 6 * time.Second, warm: 30 * time.Second, burst: 20000,
-		rates: []float64{500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000}}
+		rates: []float64{500, 1000, 1500, 1750, 2000, 2250, 2500, 3000, 4000, 5000, 6000}}
 }
 
 const reportSKUs = 200

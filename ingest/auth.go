@@ -79,6 +79,15 @@ func loadKeyring(path string) (*keyring, error) {
 	return kr, nil
 }
 
+// clients is the number of distinct clients with a key.
+func (kr *keyring) clients() int {
+	ids := make(map[string]struct{}, len(kr.keys))
+	for _, k := range kr.keys {
+		ids[k.client.id] = struct{}{}
+	}
+	return len(ids)
+}
+
 // parseKeyring reads lines "client_id sha256hex scope1,scope2"; blank lines
 // and lines starting with # are skipped. Every mistake is an error: a keys
 // file that is half understood would lock clients out or let them in by

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/orderpipe/orderpipe/internal/testlog"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
@@ -102,10 +103,14 @@ func TestAuthentication(t *testing.T) {
 	if err := os.WriteFile(path, []byte("# test keys\n"+strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, options{cfg: Config{APIKeysFile: path}})
+	log, logged := testlog.Capture()
+	h := newHarness(t, options{cfg: Config{APIKeysFile: path}, log: log})
 	bearer := func(client string) []string { return []string{"Authorization", "Bearer " + keys[client]} }
 	body := orderBody("c1", "A:1")
 
+	if got := logged(); !strings.Contains(got, `msg="authentication is on: API keys loaded"`) || !strings.Contains(got, "clients=4") {
+		t.Errorf("no start line saying auth is on for 4 clients in the edge's log:\n%s", got)
+	}
 	r := h.postOrder(body)
 	if r.status != 401 || !strings.HasPrefix(r.header["Www-Authenticate"], "Bearer") {
 		t.Fatalf("no key: got %s WWW-Authenticate %q, want 401 with a Bearer challenge", r, r.header["Www-Authenticate"])
@@ -118,6 +123,14 @@ func TestAuthentication(t *testing.T) {
 	}
 	if r := h.postOrder(body, bearer("reader")...); r.status != 403 {
 		t.Errorf("reader posts: got %s, want 403", r)
+	} else {
+		// The answer names the scope that was missing (RFC 6750 §3).
+		if got := r.header["Www-Authenticate"]; !strings.Contains(got, `error="insufficient_scope"`) || !strings.Contains(got, `scope="orders:write"`) {
+			t.Errorf("reader posts: WWW-Authenticate %q, want insufficient_scope and scope=\"orders:write\"", got)
+		}
+		if !strings.Contains(string(r.body), "lacks the scope orders:write, which POST /v1/orders needs") {
+			t.Errorf("reader posts: problem %s does not name the missing scope", r.body)
+		}
 	}
 	if r := h.postOrder(body, "Authorization", "bearer "+keys["shop-a"]); r.status != 202 {
 		t.Fatalf("shop-a posts (lower-case scheme): got %s, want 202", r)

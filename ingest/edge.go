@@ -279,10 +279,13 @@ func (e *Edge) Run(ctx context.Context) error {
 	views.Go(func() error { return e.pingWhileFailed(viewsCtx, 250*time.Millisecond) })
 
 	e.addr = ln.Addr().String()
-	close(e.listening)
-	if e.keys.Load() == nil {
+	// Said before Listening closes, so that it precedes any answer.
+	if kr := e.keys.Load(); kr == nil {
 		e.log.Warn("authentication is OFF: every caller has every scope (allowed on loopback only)", "addr", e.addr)
+	} else {
+		e.log.Info("authentication is on: API keys loaded", "file", e.cfg.APIKeysFile, "clients", kr.clients(), "keys", len(kr.keys))
 	}
+	close(e.listening)
 	e.log.Info("edge listening", "addr", e.addr)
 
 	served := make(chan error, 1)
@@ -349,7 +352,7 @@ func (e *Edge) ReloadKeys() error {
 		return fmt.Errorf("ingest: reload: %w (the keys loaded before stay in use)", err)
 	}
 	e.keys.Store(kr)
-	e.log.Info("API keys reloaded", "file", e.cfg.APIKeysFile, "clients", len(kr.keys))
+	e.log.Info("API keys reloaded", "file", e.cfg.APIKeysFile, "clients", kr.clients(), "keys", len(kr.keys))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,8 @@ type options struct {
 	// ordersView replaces the orders view the edge reads.
 	ordersView func(View) View
 	checks     []Check
+	// log, if set, is the edge's logger.
+	log *slog.Logger
 }
 
 func newHarness(t testing.TB, opt options) *harness {
@@ -112,7 +115,11 @@ func newHarness(t testing.TB, opt options) *harness {
 	if opt.ordersView != nil {
 		orders = opt.ordersView(orders)
 	}
-	h.edge, err = build(cfg, Deps{Logger: testlog.New(), Registry: h.reg, Checks: opt.checks}, wiring{producer: h.producer, orders: orders, stock: h.stock})
+	log := opt.log
+	if log == nil {
+		log = testlog.New()
+	}
+	h.edge, err = build(cfg, Deps{Logger: log, Registry: h.reg, Checks: opt.checks}, wiring{producer: h.producer, orders: orders, stock: h.stock})
 	if err != nil {
 		t.Fatal(err)
 	}

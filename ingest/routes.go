@@ -3,9 +3,11 @@ package ingest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -177,8 +179,11 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if !c.allowed(rt.scopes) {
-		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="orderpipe", error="insufficient_scope"`)
-		writeProblem(ctx, forbidden("this API key lacks the scope this request needs"))
+		// RFC 6750 §3: the scope the request needs, in the header and the
+		// problem, so that a client knows which key to ask for.
+		need := strings.Join(rt.scopes, " ")
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="orderpipe", error="insufficient_scope", scope="`+need+`"`)
+		writeProblem(ctx, forbidden(fmt.Sprintf("this API key lacks the scope %s, which %s %s needs", strings.Join(rt.scopes, " or "), ctx.Method(), ctx.Path())))
 		return
 	}
 	rt.handle(ctx, c, param)

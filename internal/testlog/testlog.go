@@ -4,9 +4,11 @@
 package testlog
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 )
 
 // New discards everything unless ORDERPIPE_TEST_LOG is set, then writes
@@ -22,4 +24,28 @@ func New() *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// Capture is a logger at info level that keeps what it writes, for tests
+// that check a log line; text returns everything written so far.
+func Capture() (log *slog.Logger, text func() string) {
+	b := &lockedBuffer{}
+	return slog.New(slog.NewTextHandler(b, nil)), b.String
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

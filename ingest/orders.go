@@ -45,10 +45,16 @@ func (e *Edge) postOrder(ctx *fasthttp.RequestCtx, c *client, _ string) {
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
 	ctx.SetContentType("application/json")
 	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/v1/orders/"+sub.id)
+	status := "pending"
 	if o.replayed || joined {
 		ctx.Response.Header.Set("Idempotent-Replayed", "true")
+		// A replay says where the order is now: a client that retries
+		// after a lost answer learns that it was confirmed, not "pending".
+		if st, err := e.visibleOrder(sub.id, c); err == nil && st != nil {
+			status = st.Status.String()
+		}
 	}
-	ctx.SetBodyString(`{"order_id":"` + sub.id + `","status":"pending"}`)
+	ctx.SetBodyString(`{"order_id":"` + sub.id + `","status":"` + status + `"}`)
 }
 
 // idempotencyKey returns the request's Idempotency-Key as a fresh string;
@@ -126,6 +132,7 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 		woken = ch
 	}
 	st, err := e.visibleOrder(id, c)
+	stopped := false
 	if err == nil && wait > 0 && (st == nil || !st.Status.Final()) {
 		t := time.NewTimer(wait)
 		select {
@@ -136,6 +143,7 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 			// answer can be written before the server marks itself as
 			// shutting down.
 			ctx.SetConnectionClose()
+			stopped = true
 		}
 		t.Stop()
 		st, err = e.visibleOrder(id, c)
@@ -149,6 +157,12 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 		// A view that reconnects may lack an order accepted meanwhile:
 		// only a caught-up view can say an order does not exist.
 		writeProblem(ctx, notReady("the orders view is reconnecting to the broker: it cannot tell yet whether order "+id+" exists"))
+		return
+	case st == nil && stopped:
+		// The wait was cut short: the order may be one this view has not
+		// seen yet, so "no such order" would be a guess. Another edge
+		// (or this one, restarted) can answer.
+		writeProblem(ctx, unavailable("shutting-down", "Shutting down", "this edge is stopping before it could see order "+id+"; retry"))
 		return
 	case st == nil:
 		writeProblem(ctx, notFound("there is no order "+id))

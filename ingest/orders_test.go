@@ -58,6 +58,18 @@ func TestIdempotencyKey(t *testing.T) {
 	if r := h.postOrder(orderBody("c1", "A:1"), "Idempotency-Key", "key-1"); r.status != 422 || problemOf(t, r).Type != problemTypeBase+"idempotency-key-reuse" {
 		t.Fatalf("other body, same key, from the view: got %s, want 422", r)
 	}
+	// A replay of a final order says so: the client learns what happened.
+	h.setOrder(subs[id], saga.StatusConfirmed, 2)
+	await.Until(t, "a replay says confirmed", 5*time.Second, func() error {
+		r := h.postOrder(body, "Idempotency-Key", "key-1")
+		if r.status != 202 || r.header["Idempotent-Replayed"] != "true" || field(t, r.body, "order_id") != id {
+			t.Fatalf("replay of a confirmed order: got %s replayed %q", r, r.header["Idempotent-Replayed"])
+		}
+		if got := field(t, r.body, "status"); got != "confirmed" {
+			return fmt.Errorf("status %q", got)
+		}
+		return nil
+	})
 	// A new key is a new order.
 	other := h.postOrder(body, "Idempotency-Key", "key-2")
 	if other.status != 202 || field(t, other.body, "order_id") == id {

@@ -94,6 +94,10 @@ type Config struct {
 	// negative means unlimited (behind a load balancer that is the only IP).
 	MaxConnsPerIP int
 
+	// AccessLog logs every request at info level: method, path, route,
+	// status, duration, remote address, client and order id. Off by
+	// default: under load it is a line per request.
+	AccessLog bool
 	// APIKeysFile is the API keys file (see NewAPIKey for its format).
 	// Default "": authentication is off, which New allows only when Listen is
 	// a loopback address.

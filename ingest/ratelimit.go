@@ -4,34 +4,46 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // maxRateClients bounds the clients the rate limiter remembers, so that a
 // flood of distinct source addresses cannot grow it without end.
 const maxRateClients = 1 << 16
 
-// rateLimiter is a token bucket per client: rate tokens a second, up to
-// burst. It is safe for concurrent use.
+// rateLimiter is a token bucket per client (golang.org/x/time/rate): rate
+// tokens a second, up to burst. It only keeps the buckets by client and
+// bounds how many it keeps. It is safe for concurrent use.
 type rateLimiter struct {
-	rate  float64
-	burst float64
+	limit rate.Limit
+	burst int
 
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	buckets map[string]*rate.Limiter
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newRateLimiter(rate float64, burst int) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(burst), buckets: make(map[string]*bucket)}
+func newRateLimiter(r float64, burst int) *rateLimiter {
+	return &rateLimiter{limit: rate.Limit(r), burst: burst, buckets: make(map[string]*rate.Limiter)}
 }
 
 // allow takes a token of client at now. When there is none it returns
 // false and the whole seconds until there will be one (for Retry-After).
 func (l *rateLimiter) allow(client string, now time.Time) (bool, int) {
+	b := l.bucket(client, now)
+	if b.AllowN(now, 1) {
+		return true, 0
+	}
+	// Reserve to learn the wait, then give the token back: a refused
+	// request must not use up the client's next one.
+	res := b.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	res.CancelAt(now)
+	return false, max(1, int(math.Ceil(wait.Seconds())))
+}
+
+// bucket is client's limiter, made full on first use.
+func (l *rateLimiter) bucket(client string, now time.Time) *rate.Limiter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets[client]
@@ -39,26 +51,18 @@ func (l *rateLimiter) allow(client string, now time.Time) (bool, int) {
 		if len(l.buckets) >= maxRateClients {
 			l.evict(now)
 		}
-		b = &bucket{tokens: l.burst, last: now}
+		b = rate.NewLimiter(l.limit, l.burst)
 		l.buckets[client] = b
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
-	}
-	wait := (1 - b.tokens) / l.rate
-	return false, max(1, int(math.Ceil(wait)))
+	return b
 }
 
 // evict forgets the clients whose bucket has refilled (they lose nothing:
 // a new bucket starts full), or, if none has, an arbitrary half of them,
-// which can only make the limiter more lenient for a while.
+// which can only make the limiter more lenient for a while. l.mu is held.
 func (l *rateLimiter) evict(now time.Time) {
-	full := l.burst / l.rate // seconds for an empty bucket to refill
 	for k, b := range l.buckets {
-		if now.Sub(b.last).Seconds() >= full {
+		if b.TokensAt(now) >= float64(l.burst) {
 			delete(l.buckets, k)
 		}
 	}

@@ -2,8 +2,10 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -125,6 +127,7 @@ func isBatchURI(uri []byte) bool { return bytes.Contains(uri, []byte(":batch")) 
 func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	name := "unmatched"
+	who := "" // the authenticated client, for the access log
 	defer func() {
 		// fasthttp does not recover panics: one would kill the process.
 		if v := recover(); v != nil {
@@ -133,7 +136,11 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 			ctx.Response.Reset()
 			writeProblem(ctx, internalError())
 		}
-		e.metrics.observeRequest(name, ctx.Response.StatusCode(), time.Since(start))
+		took := time.Since(start)
+		e.metrics.observeRequest(name, ctx.Response.StatusCode(), took)
+		if e.cfg.AccessLog {
+			e.accessLog(ctx, name, who, took)
+		}
 	}()
 
 	rt, param, allow := e.resolve(ctx.Method(), ctx.Path())
@@ -165,6 +172,7 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 			writeProblem(ctx, unauthorized("the API key is not valid"))
 			return
 		}
+		who = c.id
 	}
 	if e.limiter != nil {
 		// Per client; per address without authentication.
@@ -190,6 +198,24 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 }
 
 // serveError answers a request fasthttp could not read.
+// accessLog writes one line per request: what was asked, by whom, the
+// answer and how long it took, with the order id when the answer names one
+// (its Location), so that a client's report can be found in the log.
+func (e *Edge) accessLog(ctx *fasthttp.RequestCtx, route, client string, took time.Duration) {
+	attrs := []slog.Attr{
+		slog.String("method", string(ctx.Method())), slog.String("path", string(ctx.Path())),
+		slog.String("route", route), slog.Int("status", ctx.Response.StatusCode()),
+		slog.Duration("took", took), slog.String("remote", ctx.RemoteIP().String()),
+	}
+	if client != "" {
+		attrs = append(attrs, slog.String("client", client))
+	}
+	if loc := ctx.Response.Header.Peek(fasthttp.HeaderLocation); len(loc) > 0 {
+		attrs = append(attrs, slog.String("order_id", string(bytes.TrimPrefix(loc, []byte("/v1/orders/")))))
+	}
+	e.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
 func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
 	var (
 		p     *problem

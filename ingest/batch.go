@@ -53,6 +53,7 @@ func (e *Edge) postBatch(ctx *fasthttp.RequestCtx, c *client, _ string) {
 	}
 	now := time.Now()
 	subs := make([]*submission, len(entries))
+	replayed := make([]bool, len(entries))
 	for i, en := range entries {
 		if en.in == nil {
 			continue
@@ -61,7 +62,9 @@ func (e *Edge) postBatch(ctx *fasthttp.RequestCtx, c *client, _ string) {
 		if key != "" {
 			k = key + "#" + strconv.Itoa(i)
 		}
-		subs[i], _ = e.submit(c, k, en.in, now)
+		var joined bool
+		subs[i], joined = e.submit(c, k, en.in, now)
+		replayed[i] = joined
 	}
 	results := make([]batchResult, len(entries))
 	for i, sub := range subs {
@@ -69,9 +72,14 @@ func (e *Edge) postBatch(ctx *fasthttp.RequestCtx, c *client, _ string) {
 			results[i].Error = entries[i].prob
 			continue
 		}
-		if o := sub.wait(); o.prob != nil {
+		o := sub.wait()
+		switch {
+		case o.prob != nil:
 			results[i].Error = o.prob
-		} else {
+		case o.replayed || replayed[i]:
+			// As for a single order: a replay says where the order is now.
+			results[i] = batchResult{OrderID: sub.id, Status: e.currentStatus(sub.id, c)}
+		default:
 			results[i] = batchResult{OrderID: sub.id, Status: "pending"}
 		}
 	}

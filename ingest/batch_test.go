@@ -2,9 +2,12 @@ package ingest
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/saga"
 )
 
@@ -107,4 +110,17 @@ func TestBatchIdempotencyKey(t *testing.T) {
 	if res[0] != first[0] || res[1].Error == nil || res[1].Error.Status != 422 {
 		t.Errorf("changed batch: got %+v, want order 0 replayed and order 1 refused with 422", res)
 	}
+	// A replay says where each order is now, as a single POST does.
+	subs := h.submitted()
+	h.setOrder(subs[first[0].OrderID], saga.StatusConfirmed, 2)
+	await.Until(t, "the batch replay says confirmed", 5*time.Second, func() error {
+		res := batchResults(t, h.do("POST", "/v1/orders:batch", "application/json", body, "Idempotency-Key", "batch-1"))
+		if res[0].OrderID != first[0].OrderID || res[1].OrderID != first[1].OrderID {
+			t.Fatalf("replay: got %+v, want the same ids as %+v", res, first)
+		}
+		if res[0].Status != "confirmed" || res[1].Status != "pending" {
+			return fmt.Errorf("statuses %s, %s", res[0].Status, res[1].Status)
+		}
+		return nil
+	})
 }

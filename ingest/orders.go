@@ -48,13 +48,19 @@ func (e *Edge) postOrder(ctx *fasthttp.RequestCtx, c *client, _ string) {
 	status := "pending"
 	if o.replayed || joined {
 		ctx.Response.Header.Set("Idempotent-Replayed", "true")
-		// A replay says where the order is now: a client that retries
-		// after a lost answer learns that it was confirmed, not "pending".
-		if st, err := e.visibleOrder(sub.id, c); err == nil && st != nil {
-			status = st.Status.String()
-		}
+		status = e.currentStatus(sub.id, c)
 	}
 	ctx.SetBodyString(`{"order_id":"` + sub.id + `","status":"` + status + `"}`)
+}
+
+// currentStatus is what a replay of order id answers: where the order is
+// now, so that a client that retries after a lost answer learns that it
+// was confirmed; "pending" while the view does not show it yet.
+func (e *Edge) currentStatus(id string, c *client) string {
+	if st, err := e.visibleOrder(id, c); err == nil && st != nil {
+		return st.Status.String()
+	}
+	return "pending"
 }
 
 // idempotencyKey returns the request's Idempotency-Key as a fresh string;

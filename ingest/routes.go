@@ -59,7 +59,7 @@ func (r resource) pick(method []byte) (*route, string) {
 
 // routes are the edge's resources, built once by New.
 type routes struct {
-	orders, batch, order, stock, healthz, readyz, metrics resource
+	orders, batch, order, stock, healthz, readyz, metrics, openapi resource
 }
 
 func (e *Edge) newRoutes() routes {
@@ -70,6 +70,7 @@ func (e *Edge) newRoutes() routes {
 		healthz: resource{get: &route{"healthz", nil, e.healthz}},
 		readyz:  resource{get: &route{"readyz", nil, e.readyz}},
 		metrics: resource{get: &route{"metrics", nil, e.serveMetrics}},
+		openapi: resource{get: &route{"openapi", nil, e.serveOpenAPI}},
 		stock: resource{
 			get: &route{"get_stock", []string{ScopeOrdersRead, ScopeInventoryAdmin}, e.getStock},
 			put: &route{"put_stock", []string{ScopeInventoryAdmin}, e.putStock},
@@ -93,6 +94,8 @@ func (e *Edge) resolve(method, path []byte) (rt *route, param, allow string) {
 		res = e.routes.readyz
 	case "/metrics":
 		res = e.routes.metrics
+	case "/openapi.json":
+		res = e.routes.openapi
 	default:
 		var ok bool
 		if param, ok = pathParam(path, "/v1/orders/"); ok {
@@ -197,7 +200,6 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 	rt.handle(ctx, c, param)
 }
 
-// serveError answers a request fasthttp could not read.
 // accessLog writes one line per request: what was asked, by whom, the
 // answer and how long it took, with the order id when the answer names one
 // (its Location), so that a client's report can be found in the log.
@@ -216,6 +218,7 @@ func (e *Edge) accessLog(ctx *fasthttp.RequestCtx, route, client string, took ti
 	e.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
+// serveError answers a request fasthttp could not read.
 func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
 	var (
 		p     *problem

@@ -1,6 +1,10 @@
 package ingest
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/orderpipe/orderpipe/saga"
+)
 
 // admission bounds the orders of this edge that may still become holds in
 // the inventory table: those it is producing, or whose record may have
@@ -34,6 +38,9 @@ type slot struct {
 	landed bool
 	// skus are the order's SKUs, counted in admission.skus.
 	skus []string
+	// order is what was produced: once it landed, this edge answers a GET
+	// from it until its view shows the order (read-your-writes).
+	order *saga.OrderSubmitted
 }
 
 func newAdmission(limit, perSKU int) *admission {
@@ -64,6 +71,26 @@ func (a *admission) acquire(id string, skus []string) bool {
 	}
 	a.slots[id] = &slot{producing: 1, skus: skus}
 	return true
+}
+
+// remember keeps msg with the slot of order id (taken by acquire).
+func (a *admission) remember(id string, msg *saga.OrderSubmitted) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s, ok := a.slots[id]; ok && s.order == nil {
+		s.order = msg
+	}
+}
+
+// accepted returns order id as this edge produced it, once the broker acked
+// it and until the order is final in the view; nil otherwise.
+func (a *admission) accepted(id string) *saga.OrderSubmitted {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s, ok := a.slots[id]; ok && s.landed {
+		return s.order
+	}
+	return nil
 }
 
 // releaseLocked frees the slot of id. a.mu must be held.

@@ -146,8 +146,16 @@ func TestAuthentication(t *testing.T) {
 	if m.ClientID != "shop-a" {
 		t.Fatalf("client of the order: got %q, want shop-a", m.ClientID)
 	}
-	h.setOrder(m, saga.StatusConfirmed, 1)
+	// Before the view shows it, this edge answers from what it produced:
+	// to its owner only.
 	path = "/v1/orders/" + m.OrderID.String()
+	if r := h.do("GET", path, "", "", bearer("shop-a")...); r.status != 200 || field(t, r.body, "status") != "pending" {
+		t.Errorf("owner reads the order this edge just accepted: got %s, want 200 pending", r)
+	}
+	if r := h.do("GET", path, "", "", bearer("shop-b")...); r.status != 404 {
+		t.Errorf("shop-b reads the order shop-a just placed: got %s, want 404", r)
+	}
+	h.setOrder(m, saga.StatusConfirmed, 1)
 	if r := h.do("GET", path, "", "", bearer("shop-a")...); r.status != 200 {
 		t.Errorf("owner reads: got %s, want 200", r)
 	}

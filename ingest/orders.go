@@ -154,6 +154,11 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 		t.Stop()
 		st, err = e.visibleOrder(id, c)
 	}
+	if err == nil && st == nil {
+		// Read-your-writes on the edge that took the order: its 202 was
+		// sent, the view has not shown it yet.
+		st = e.acceptedHere(id, c)
+	}
 	switch {
 	case err != nil:
 		e.log.Warn("orders view lookup failed", "order_id", id, "err", err)
@@ -211,6 +216,27 @@ func (e *Edge) visibleOrder(id string, c *client) (*saga.OrderState, error) {
 		return nil, nil
 	}
 	return st, nil
+}
+
+// acceptedHere is order id as this edge produced it and the broker acked
+// it, shown as the orders processor will first write it (pending, version
+// 1), for c; nil if this edge has no such order in flight.
+func (e *Edge) acceptedHere(id string, c *client) *saga.OrderState {
+	sub := e.adm.accepted(id)
+	if sub == nil || (!c.anyScope && sub.ClientID != c.id) {
+		return nil
+	}
+	// The wire keeps microseconds: the time as the view will show it.
+	at := sub.SubmittedAt.Truncate(time.Microsecond)
+	st := &saga.OrderState{
+		Version: 1, OrderID: sub.OrderID, CustomerID: sub.CustomerID, Currency: sub.Currency,
+		Status: saga.StatusPending, CreatedAt: at, UpdatedAt: at,
+		ClientID: sub.ClientID, Lines: make([]saga.Line, len(sub.Items)),
+	}
+	for i, it := range sub.Items {
+		st.Lines[i] = saga.Line{Item: it}
+	}
+	return st
 }
 
 // orderState reads order id from the orders view; nil if absent.

@@ -124,8 +124,14 @@ func TestGetOrder(t *testing.T) {
 	id := field(t, r.body, "order_id")
 	m := h.submitted()[id]
 
-	if r := h.do("GET", "/v1/orders/"+id, "", ""); r.status != 404 {
-		t.Fatalf("GET before the view shows the order: got %s, want 404", r)
+	// Read-your-writes: the edge that accepted the order answers for it
+	// before its view shows it, as the processor will first write it.
+	early := getOrderJSON(t, h, "/v1/orders/"+id)
+	if early.Status != "pending" || early.Version != 1 || early.CustomerID != "cust-9" || early.TotalCents != 500 || len(early.Items) != 2 || !early.CreatedAt.Equal(m.SubmittedAt) {
+		t.Fatalf("GET before the view shows the order: got %+v, want it pending at version 1 as submitted", early)
+	}
+	if r := h.do("GET", "/v1/orders/0190c1b2-7a3e-7cc1-9d4e-1f2a3b4c5d6e", "", ""); r.status != 404 {
+		t.Fatalf("GET of an order nobody accepted: got %s, want 404", r)
 	}
 	for _, bad := range []string{"nope", "0190c1b27a3e7cc19d4e1f2a3b4c5d6e", "{0190c1b2-7a3e-7cc1-9d4e-1f2a3b4c5d6e}"} {
 		if r := h.do("GET", "/v1/orders/"+bad, "", ""); r.status != 400 {

@@ -137,6 +137,7 @@ func (e *Edge) produceOrder(sub *submission, msg *saga.OrderSubmitted, settle fu
 		settle(false)
 		return
 	}
+	e.adm.remember(sub.id, msg)
 	rec := &kgo.Record{
 		Topic: string(topology.OrdersSubmitted),
 		Key:   []byte(sub.id),

@@ -62,6 +62,10 @@ type EdgeFig struct {
 	// BurstRPS is the edge's rate closed loop (64 connections), the
 	// figure set against H_null, which is driven the same way.
 	BurstRPS float64 `json:"burst_rps"`
+	// BatchOrdersPerS is orders/s through POST /v1/orders:batch (50 orders
+	// a request, closed loop), and BatchP99ms a request's p99.
+	BatchOrdersPerS float64 `json:"batch_orders_per_s"`
+	BatchP99ms      float64 `json:"batch_p99_ms"`
 }
 
 // E2EFig is accept→final at the highest sustained step, and when idle.

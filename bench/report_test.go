@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -204,6 +205,7 @@ func runReport(b *testing.B, prof profile) *bench.Report {
 	rep.E2E.StoredP99ms = best.storedP99
 	rep.Cost, rep.Roles = bestCost, bestRoles
 
+	pl.batches(rep, 200, 50)
 	pl.burst(rep, prof.burst)
 
 	if rep.Cost.RecordsPerOrder > 0 && rep.Baselines.PRawRPS > 0 {
@@ -293,6 +295,54 @@ func errString(err error) string {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// batches sends n batches of size orders to POST /v1/orders:batch, closed
+// loop over 8 connections, and waits for their orders to be final.
+func (pl *pipeline) batches(rep *bench.Report, n, size int) {
+	b, ctx := pl.b, pl.b.Context()
+	say("batches: %d requests of %d orders to /v1/orders:batch", n, size)
+	res, err := bench.Run(ctx, bench.Load{Addr: pl.edge.addr, Requests: n, Concurrency: 8, MaxDuration: 3 * time.Minute,
+		KeepBodies: true, Progress: os.Stdout, Name: "bench: batches ", Body: func(i int) bench.Request {
+			body := []byte{'['}
+			for j := range size {
+				if j > 0 {
+					body = append(body, ',')
+				}
+				body = append(body, stepOrder("batch-", i*size+j)...)
+			}
+			return bench.Request{Method: "POST", Path: "/v1/orders:batch", Body: append(body, ']')}
+		}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A batch answers 200 with a result per order: an id, or the problem
+	// of an order refused alone (shed, say).
+	accepted := 0
+	for _, body := range res.Responses {
+		var results []struct {
+			OrderID string          `json:"order_id"`
+			Error   json.RawMessage `json:"error"`
+		}
+		if body == nil {
+			continue
+		}
+		if err := json.Unmarshal(body, &results); err != nil {
+			b.Fatalf("batch answer: %v: %.200s", err, body)
+		}
+		for _, r := range results {
+			if r.OrderID != "" && r.Error == nil {
+				accepted++
+			}
+		}
+	}
+	got, err := pl.awaitFinalRows(ctx, "batch-", accepted, 2*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rep.Edge.BatchOrdersPerS = float64(got) / res.Elapsed.Seconds()
+	rep.Edge.BatchP99ms = ms(res.Percentile(99))
+	say("batches: %v; %d of %d orders accepted, all final; %.0f orders/s through the batch endpoint", res, accepted, n*size, rep.Edge.BatchOrdersPerS)
+}
 
 // burst sends n orders closed loop with the sink stopped: the edge's own
 // rate against H_null, then, once the processors are done, the sink's

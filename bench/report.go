@@ -62,9 +62,12 @@ type EdgeFig struct {
 	// BurstRPS is the edge's rate closed loop (64 connections), the
 	// figure set against H_null, which is driven the same way.
 	BurstRPS float64 `json:"burst_rps"`
-	// BatchOrdersPerS is orders/s through POST /v1/orders:batch (50 orders
-	// a request, closed loop), and BatchP99ms a request's p99.
+	// BatchOrdersPerS is orders accepted per second through POST
+	// /v1/orders:batch (50 orders a request, closed loop, 8 connections),
+	// BatchAccepted the share of the orders sent that were accepted (the
+	// rest were shed with 503 in the answer), BatchP99ms a request's p99.
 	BatchOrdersPerS float64 `json:"batch_orders_per_s"`
+	BatchAccepted   float64 `json:"batch_accepted_fraction"`
 	BatchP99ms      float64 `json:"batch_p99_ms"`
 }
 

@@ -205,7 +205,7 @@ func (g gokaLogger) Println(v ...any)               { g.l.Debug(fmt.Sprint(v...)
 func (g gokaLogger) Printf(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
 
 // storageBuilder returns LevelDB storage under DataDir/sub, one database per
-// partition. Block compression is off: values are compact binary already,
+// partition, written in batches (package batchstore). Block compression is off: values are compact binary already,
 // and snappy over them was a tenth of the CPU in the overload profile.
 // Buffers are smaller than LevelDB's defaults because a process opens one
 // database per partition of each table and view (48 with the defaults), and

@@ -62,12 +62,7 @@ func stepOrder(p string, i int) []byte {
 // sink to catch up on. It writes bench/out/report.json, plot.svg and
 // summary.md. Run it with -benchtime=1x.
 func BenchmarkReport(b *testing.B) {
-	if err := kafkatest.KafkaAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			b.Fatal(err)
-		}
-		b.Skip(err)
-	}
+	kafkatest.RequireKafka(b, "the benchmark report")
 	prof := benchProfile()
 	for b.Loop() {
 		rep := runReport(b, prof)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/internal/await"
+	"github.com/orderpipe/orderpipe/internal/kafkatest"
 	"github.com/orderpipe/orderpipe/internal/pgha"
 )
 
@@ -20,7 +21,7 @@ import (
 // that missed the last transactions, a planned switchover, and the old
 // primary rejoining as a standby. Nothing may be lost.
 func TestPostgresFailover(t *testing.T) {
-	requireKafka(t)
+	kafkatest.RequireKafka(t, "the failover harness")
 	bin := deployedBinary(t)
 	began := time.Now()
 	ha := pgha.Start(t, 2)

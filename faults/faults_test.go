@@ -120,7 +120,7 @@ type row struct {
 // and prints their table. Any breach fails it; so does a scenario whose
 // fault left no evidence.
 func TestFaults(t *testing.T) {
-	requireKafka(t)
+	kafkatest.RequireKafka(t, "the fault harness")
 	profile := os.Getenv("ORDERPIPE_FAULTS")
 	if profile == "" {
 		profile = "short"
@@ -136,16 +136,6 @@ func TestFaults(t *testing.T) {
 	rows := c.runAll(scenarios(), func(sc scenario) bool { return profile == "full" || sc.short })
 	t.Logf("fault harness (%s profile) on Apache Kafka 4.3.1, in %s:\n%s", profile, time.Since(began).Round(time.Second), table(rows))
 	verdicts(t, rows)
-}
-
-// requireKafka skips the test without the real broker, except in CI.
-func requireKafka(t *testing.T) {
-	if err := kafkatest.KafkaAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run the fault harness: %v", err)
-		}
-		t.Skipf("skipping the fault harness, which needs the real broker: %v", err)
-	}
 }
 
 // deployedBinary builds the binary as deployed: no race detector, so that

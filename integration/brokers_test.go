@@ -60,12 +60,7 @@ func TestInProcessBroker(t *testing.T) {
 // single node), a fresh one per scenario. In CI it must run; elsewhere it
 // skips, saying why, when Java or Maven is missing.
 func TestKafkaBroker(t *testing.T) {
-	if err := kafkatest.KafkaAvailable(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run the real-broker suite: %v", err)
-		}
-		t.Skipf("skipping the real-broker suite: %v", err)
-	}
+	kafkatest.RequireKafka(t, "the real-broker suite")
 	runSuite(t, backend{
 		kind: "Apache Kafka 4.3.1",
 		broker: func(t *testing.T) ([]string, brokerControl) {

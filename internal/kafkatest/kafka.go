@@ -49,6 +49,20 @@ func KafkaAvailable() error {
 	return nil
 }
 
+// RequireKafka skips tb, saying why, when a real broker cannot be started
+// here (no java or mvn), except in CI (CI=true), which can install them
+// and where it fails tb instead: nothing may be skipped there for a
+// dependency CI installs. what names the test for the message.
+func RequireKafka(tb testing.TB, what string) {
+	tb.Helper()
+	if err := KafkaAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("CI must run %s: %v", what, err)
+		}
+		tb.Skipf("skipping %s, which needs the real broker: %v", what, err)
+	}
+}
+
 // StartKafka starts a broker with its data under dir, on free loopback
 // ports, and waits until it serves requests. The jars are fetched once into
 // the repository's .cache and shared by every broker.

@@ -211,12 +211,7 @@ func procUsage(pid int, tree bool) (usage, error) {
 			}
 			continue // a backend that just exited
 		}
-		f := statFields(st)
-		// After the command: state(0) ppid(1) ... utime(11) stime(12), in
-		// clock ticks of 1/100 s on Linux.
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		stt, _ := strconv.ParseInt(f[12], 10, 64)
-		u.cpu += time.Duration(ut+stt) * 10 * time.Millisecond
+		u.cpu += statCPU(st)
 		if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil {
 			for line := range strings.Lines(string(status)) {
 				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
@@ -227,6 +222,19 @@ func procUsage(pid int, tree bool) (usage, error) {
 		}
 	}
 	return u, nil
+}
+
+// statCPU is the user + system CPU time in a /proc/PID/stat (or
+// task/TID/stat): after the command, state(0) ppid(1) ... utime(11)
+// stime(12), in clock ticks of 1/100 s on Linux.
+func statCPU(st []byte) time.Duration {
+	f := statFields(st)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stt, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+stt) * 10 * time.Millisecond
 }
 
 // statFields are /proc/PID/stat's fields after the command name (which may
@@ -320,10 +328,7 @@ func jitCPU(pid int) (time.Duration, error) {
 		if err != nil {
 			continue // a compiler thread that just ended
 		}
-		f := statFields(st)
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		stt, _ := strconv.ParseInt(f[12], 10, 64)
-		sum += time.Duration(ut+stt) * 10 * time.Millisecond
+		sum += statCPU(st)
 	}
 	return sum, nil
 }

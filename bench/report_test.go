@@ -145,8 +145,10 @@ func runReport(b *testing.B, prof profile) *bench.Report {
 	var bestCost bench.Cost
 	var bestRoles []bench.RoleUsage
 	genCPU, genTime := time.Duration(0), time.Duration(0)
+	// Each step's closing reading of the broker's counters opens the next
+	// (a reading takes seconds: the JDK compiles the reader first).
+	before, berr := pl.kafka.Metrics(ctx)
 	for i, rate := range prof.rates {
-		before, berr := pl.kafka.Metrics(ctx)
 		u0, err := pl.usages(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -177,17 +179,13 @@ func runReport(b *testing.B, prof profile) *bench.Report {
 		}
 		best = &st
 		bestRoles = roleUsage(u0, u1, elapsed)
-		orders := float64(st.final)
-		bestCost = bench.Cost{CPUusPerOrder: map[string]float64{}}
-		for name, u := range u1 {
-			bestCost.CPUusPerOrder[name] = float64((u.cpu - u0[name].cpu).Microseconds()) / orders
-		}
-		bestCost.BrokerCPUusPerOrder = bestCost.CPUusPerOrder["broker"]
+		bestCost = bench.Cost{CPUusPerOrder: last.CPUusPerOrder, BrokerCPUusPerOrder: last.CPUusPerOrder["broker"]}
 		if berr == nil && aerr == nil {
-			brokerCost(&bestCost, before, after, orders)
+			brokerCost(&bestCost, before, after, float64(st.final))
 		} else {
 			say("no broker metrics for this step: %v %v", berr, aerr)
 		}
+		before, berr = after, aerr
 	}
 	if genTime > 0 {
 		rep.LoadGenCPUCores = genCPU.Seconds() / genTime.Seconds()

@@ -50,8 +50,9 @@ func newAdmission(limit, perSKU int) *admission {
 // acquire takes a slot for order id, whose lines are for skus, before one of
 // its records is produced; it reports false when the edge is full or one of
 // the SKUs has perSKU lines in flight. An order that already holds a slot is
-// always admitted again, without taking a second one.
-func (a *admission) acquire(id string, skus []string) bool {
+// always admitted again, without taking a second one. order is kept with the
+// slot for read-your-writes (see accepted); nil keeps nothing.
+func (a *admission) acquire(id string, skus []string, order *saga.OrderSubmitted) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.slots[id]; ok {
@@ -69,17 +70,8 @@ func (a *admission) acquire(id string, skus []string) bool {
 	for _, sku := range skus {
 		a.skus[sku]++
 	}
-	a.slots[id] = &slot{producing: 1, skus: skus}
+	a.slots[id] = &slot{producing: 1, skus: skus, order: order}
 	return true
-}
-
-// remember keeps msg with the slot of order id (taken by acquire).
-func (a *admission) remember(id string, msg *saga.OrderSubmitted) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if s, ok := a.slots[id]; ok && s.order == nil {
-		s.order = msg
-	}
 }
 
 // accepted returns order id as this edge produced it, once the broker acked

@@ -27,7 +27,7 @@ func TestAdmissionPerSKU(t *testing.T) {
 	for i, s := range steps {
 		switch s.op {
 		case "acquire":
-			if got := a.acquire(s.id, s.skus); got != s.want {
+			if got := a.acquire(s.id, s.skus, nil); got != s.want {
 				t.Fatalf("step %d: acquire(%s, %v) = %v, want %v", i, s.id, s.skus, got, s.want)
 			}
 		case "final":

@@ -131,13 +131,12 @@ func (e *Edge) produceOrder(sub *submission, msg *saga.OrderSubmitted, settle fu
 	for i, it := range msg.Items {
 		skus[i] = it.SKU
 	}
-	if !e.adm.acquire(sub.id, skus) {
+	if !e.adm.acquire(sub.id, skus, msg) {
 		e.metrics.admissionRejected.Inc()
 		sub.finish(outcome{prob: overloaded("too many orders are in flight; retry later")})
 		settle(false)
 		return
 	}
-	e.adm.remember(sub.id, msg)
 	rec := &kgo.Record{
 		Topic: string(topology.OrdersSubmitted),
 		Key:   []byte(sub.id),

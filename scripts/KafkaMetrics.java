@@ -3,9 +3,6 @@
 //   request <API> <count>    requests handled, by API (RequestMetrics)
 //   topic <topic> <count>    records appended, by topic (MessagesInPerSec)
 //   cpu process <ns>         the broker JVM's CPU time
-//   time <API>.<part> <ms>   mean time of a request in each part of its
-//                            handling (RequestQueue, Local, Remote,
-//                            ResponseQueue, ResponseSend, Total), since start
 // Run with the JDK's source launcher, no build step:
 //   java scripts/KafkaMetrics.java 127.0.0.1:PORT
 // Benchmarks difference two readings to get requests and records per order.
@@ -34,14 +31,6 @@ public class KafkaMetrics {
             requests.forEach((k, v) -> System.out.println("request " + k + " " + v));
             for (ObjectName n : m.queryNames(new ObjectName("kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec,topic=*"), null)) {
                 System.out.println("topic " + n.getKeyProperty("topic") + " " + m.getAttribute(n, "Count"));
-            }
-            for (String api : new String[] {"Produce", "FetchConsumer", "Fetch", "OffsetCommit"}) {
-                for (String part : new String[] {"RequestQueue", "Local", "Remote", "ResponseQueue", "ResponseSend", "Total"}) {
-                    ObjectName n = new ObjectName("kafka.network:type=RequestMetrics,name=" + part + "TimeMs,request=" + api);
-                    if (m.isRegistered(n)) {
-                        System.out.println("time " + api + "." + part + " " + m.getAttribute(n, "Mean"));
-                    }
-                }
             }
             Object cpu = m.getAttribute(new ObjectName("java.lang:type=OperatingSystem"), "ProcessCpuTime");
             System.out.println("cpu process " + cpu);

@@ -172,10 +172,7 @@ func (k *Kafka) Kill(ctx context.Context) error {
 type Metrics struct {
 	Requests map[string]float64
 	Records  map[string]float64
-	// MeanMS is the mean time in ms since the broker started of each part
-	// of a request's handling, by "API.part" (e.g. "Produce.Remote").
-	MeanMS map[string]float64
-	CPU    time.Duration
+	CPU      time.Duration
 }
 
 // Metrics reads the broker's counters over JMX. It takes a few seconds
@@ -189,7 +186,7 @@ func (k *Kafka) Metrics(ctx context.Context) (Metrics, error) {
 	if err != nil {
 		return Metrics{}, fmt.Errorf("read the broker's JMX metrics: %w: %s", err, out)
 	}
-	m := Metrics{Requests: map[string]float64{}, Records: map[string]float64{}, MeanMS: map[string]float64{}}
+	m := Metrics{Requests: map[string]float64{}, Records: map[string]float64{}}
 	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
 		if len(f) != 3 {
@@ -204,8 +201,6 @@ func (k *Kafka) Metrics(ctx context.Context) (Metrics, error) {
 			m.Requests[f[1]] = v
 		case "topic":
 			m.Records[f[1]] = v
-		case "time":
-			m.MeanMS[f[1]] = v
 		case "cpu":
 			m.CPU = time.Duration(v)
 		}

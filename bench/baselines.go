@@ -56,15 +56,21 @@ type sampleOrder struct {
 	items    []saga.Item
 }
 
-func newSampleOrder(i, skus int) sampleOrder {
+// customer prefixes the customer id, so that a benchmark can find the
+// orders of one of its phases in Postgres.
+func newSampleOrder(customer string, i, skus int) sampleOrder {
 	rng := rand.New(rand.NewPCG(uint64(i), 7))
 	perm := rng.Perm(skus)[:1+rng.IntN(3)]
-	o := sampleOrder{customer: fmt.Sprintf("c-%d", i%100), items: make([]saga.Item, len(perm))}
+	o := sampleOrder{customer: fmt.Sprintf("%sc-%d", customer, i%100), items: make([]saga.Item, len(perm))}
 	for j, p := range perm {
 		o.items[j] = saga.Item{SKU: fmt.Sprintf("SKU-%d", p), Quantity: uint32(1 + rng.IntN(3)), UnitPriceCents: int64(100 + p)}
 	}
 	return o
 }
+
+// OrderJSON is the i-th sample order (1-3 lines over skus SKUs, customer
+// id prefixed with customer) as a client posts it to /v1/orders.
+func OrderJSON(customer string, i, skus int) []byte { return newSampleOrder(customer, i, skus).json() }
 
 // json is the order as a client posts it to /v1/orders.
 func (o sampleOrder) json() []byte {
@@ -157,7 +163,7 @@ func HNull(ctx context.Context, requests, concurrency int) (rps float64, err err
 		}
 	}()
 	res, err := Run(ctx, Load{Addr: n.Addr, Requests: requests, Concurrency: concurrency, Body: func(i int) Request {
-		return Request{Method: "POST", Path: "/v1/orders", Body: newSampleOrder(i, sampleSKUs).json()}
+		return Request{Method: "POST", Path: "/v1/orders", Body: newSampleOrder("", i, sampleSKUs).json()}
 	}})
 	if err != nil {
 		return 0, fmt.Errorf("bench: h_null: %w", err)
@@ -245,7 +251,7 @@ func prawProduce(ctx context.Context, brokers []string, records int, topic strin
 		if err != nil {
 			return 0, err
 		}
-		o := newSampleOrder(i, sampleSKUs)
+		o := newSampleOrder("", i, sampleSKUs)
 		msg := saga.OrderSubmitted{OrderID: id, CustomerID: o.customer, Currency: "EUR", Items: o.items, SubmittedAt: submittedAt}
 		recs[i] = kgo.Record{Key: []byte(id.String()), Value: msg.Encode()}
 	}
@@ -410,7 +416,7 @@ func drawRows(first, n int, base time.Time) (orders, items [][]any, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		o := newSampleOrder(i, sampleSKUs)
+		o := newSampleOrder("", i, sampleSKUs)
 		var total int64
 		for j, it := range o.items {
 			total += int64(it.Quantity) * it.UnitPriceCents

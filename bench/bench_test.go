@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -22,18 +21,7 @@ import (
 )
 
 // orderBody is a 1-3 line order over skus SKUs.
-func orderBody(i, skus int) []byte {
-	rng := rand.New(rand.NewPCG(uint64(i), 7))
-	perm := rng.Perm(skus)[:1+rng.IntN(3)]
-	b := fmt.Appendf(nil, `{"customer_id":"c-%d","currency":"EUR","items":[`, i%100)
-	for j, p := range perm {
-		if j > 0 {
-			b = append(b, ',')
-		}
-		b = fmt.Appendf(b, `{"sku":"SKU-%d","quantity":%d,"unit_price_cents":%d}`, p, 1+rng.IntN(3), 100+p)
-	}
-	return append(b, "]}"...)
-}
+func orderBody(i, skus int) []byte { return bench.OrderJSON("", i, skus) }
 
 func setStock(b *testing.B, s *bench.System, skus int, n int64) {
 	b.Helper()

@@ -3,7 +3,6 @@ package bench_test
 import (
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,20 +39,8 @@ func benchProfile() profile {
 
 const reportSKUs = 200
 
-// stepOrder is order i of the step with customer prefix p: 1-3 lines over
-// reportSKUs SKUs, like orderBody.
-func stepOrder(p string, i int) []byte {
-	rng := rand.New(rand.NewPCG(uint64(i), uint64(len(p))))
-	perm := rng.Perm(reportSKUs)[:1+rng.IntN(3)]
-	b := fmt.Appendf(nil, `{"customer_id":"%sc-%d","currency":"EUR","items":[`, p, i%100)
-	for j, s := range perm {
-		if j > 0 {
-			b = append(b, ',')
-		}
-		b = fmt.Appendf(b, `{"sku":"SKU-%d","quantity":%d,"unit_price_cents":%d}`, s, 1+rng.IntN(3), 100+s)
-	}
-	return append(b, "]}"...)
-}
+// stepOrder is order i of the step with customer prefix p.
+func stepOrder(p string, i int) []byte { return bench.OrderJSON(p, i, reportSKUs) }
 
 // BenchmarkReport is `make bench`: the baselines, then the pipeline on a
 // real broker and a real PostgreSQL, each role a process of its own, taken

@@ -34,6 +34,10 @@ type Config struct {
 	// Listen is the TCP address to serve on. Default "127.0.0.1:8080". Use
 	// port 0 for an ephemeral port and read it back with Edge.Addr.
 	Listen string
+	// TLSCertFile and TLSKeyFile, both set, serve HTTPS (TLS 1.2 or newer)
+	// with this PEM certificate chain and key; SIGHUP reloads them. Default
+	// "": plain HTTP.
+	TLSCertFile, TLSKeyFile string
 
 	// MaxBodyBytes caps the body of POST /v1/orders and PUT /v1/inventory,
 	// and each line of an NDJSON batch. Default 64 KiB; larger bodies get 413.
@@ -210,6 +214,9 @@ func (c Config) Validate() error {
 	check(c.MaxConns < 0, "max conns must be positive, got %d", c.MaxConns)
 	check(math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateLimit < 0, "rate limit must be a finite number >= 0, got %v", c.RateLimit)
 	check(c.RateBurst < 0, "rate burst must be >= 0, got %d", c.RateBurst)
+	if err := validTLS(c.TLSCertFile, c.TLSKeyFile); err != nil {
+		errs = append(errs, err)
+	}
 	if err == nil && c.APIKeysFile == "" && !isLoopback(c.Listen) {
 		errs = append(errs, errors.New("ingest: authentication is off (no API keys file), which is allowed only on a loopback listen address, got "+c.Listen))
 	}

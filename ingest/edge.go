@@ -87,6 +87,7 @@ type Edge struct {
 	keys    atomic.Pointer[keyring] // nil: authentication is off
 	anon    *client                 // the caller when authentication is off
 	limiter *rateLimiter            // nil: no rate limit
+	cert    *certificate            // nil: plain HTTP
 	adm     *admission
 	idem    *idempotency
 	doubt   *doubt
@@ -194,6 +195,13 @@ func build(cfg Config, deps Deps, w wiring) (*Edge, error) {
 		}
 		e.keys.Store(kr)
 	}
+	if cfg.TLSCertFile != "" {
+		c, err := loadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: %w", err)
+		}
+		e.cert = c
+	}
 	if cfg.RateLimit > 0 {
 		e.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
@@ -279,6 +287,13 @@ func (e *Edge) Run(ctx context.Context) error {
 	views.Go(func() error { return e.pingWhileFailed(viewsCtx, 250*time.Millisecond) })
 
 	e.addr = ln.Addr().String()
+	scheme := "http"
+	if e.cert != nil {
+		ln = e.cert.listener(ln)
+		scheme = "https"
+	} else if e.keys.Load() != nil && !isLoopback(e.addr) {
+		e.log.Warn("API keys travel in clear text: serving plain HTTP on a non-loopback address (set --tls-cert and --tls-key, or terminate TLS in front)", "addr", e.addr)
+	}
 	// Said before Listening closes, so that it precedes any answer.
 	if kr := e.keys.Load(); kr == nil {
 		e.log.Warn("authentication is OFF: every caller has every scope (allowed on loopback only)", "addr", e.addr)
@@ -286,7 +301,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		e.log.Info("authentication is on: API keys loaded", "file", e.cfg.APIKeysFile, "clients", kr.clients(), "keys", len(kr.keys))
 	}
 	close(e.listening)
-	e.log.Info("edge listening", "addr", e.addr)
+	e.log.Info("edge listening", "addr", e.addr, "scheme", scheme)
 
 	served := make(chan error, 1)
 	go func() { served <- e.server.Serve(ln) }()
@@ -340,24 +355,37 @@ func (e *Edge) flushProducer() error {
 	return nil
 }
 
-// ReloadKeys reads the API keys file again and, if it is valid, serves
-// with its keys from now on; otherwise it keeps the keys it had and says
-// why. Without a keys file (authentication off) there is nothing to reload.
+// ReloadKeys reads the API keys file and the TLS certificate again and
+// serves with each that is valid from now on; one that is not keeps what
+// was loaded before, and the error says why. Without a keys file or TLS
+// there is nothing to reload.
 func (e *Edge) ReloadKeys() error {
+	if !e.HasKeysFile() {
+		return errors.New("ingest: no API keys file or TLS certificate to reload")
+	}
+	var certErr error
+	if e.cert != nil {
+		if certErr = e.cert.reload(); certErr != nil {
+			certErr = fmt.Errorf("ingest: reload: %w (the certificate loaded before stays in use)", certErr)
+		} else {
+			e.log.Info("TLS certificate reloaded", "cert", e.cfg.TLSCertFile, "expires", e.cert.expires())
+		}
+	}
 	if e.cfg.APIKeysFile == "" {
-		return errors.New("ingest: no API keys file to reload (authentication is off)")
+		return certErr
 	}
 	kr, err := loadKeyring(e.cfg.APIKeysFile)
 	if err != nil {
-		return fmt.Errorf("ingest: reload: %w (the keys loaded before stay in use)", err)
+		return errors.Join(certErr, fmt.Errorf("ingest: reload: %w (the keys loaded before stay in use)", err))
 	}
 	e.keys.Store(kr)
 	e.log.Info("API keys reloaded", "file", e.cfg.APIKeysFile, "clients", kr.clients(), "keys", len(kr.keys))
-	return nil
+	return certErr
 }
 
-// HasKeysFile reports whether the edge authenticates with a keys file.
-func (e *Edge) HasKeysFile() bool { return e.cfg.APIKeysFile != "" }
+// HasKeysFile reports whether the edge has files that ReloadKeys reads:
+// an API keys file or a TLS certificate.
+func (e *Edge) HasKeysFile() bool { return e.cfg.APIKeysFile != "" || e.cert != nil }
 
 // Listening returns a channel closed once Run listens: Addr is set then.
 func (e *Edge) Listening() <-chan struct{} { return e.listening }

@@ -125,6 +125,8 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 		fs.StringVar(&cfg.Ingest.Listen, "listen", ingest.DefaultListen, "edge listen address")
 		fs.BoolVar(&cfg.Ingest.AccessLog, "access-log", false, "log every request (method, path, status, duration, client, order id) at info level")
 		fs.StringVar(&cfg.Ingest.APIKeysFile, "api-keys-file", "", "API keys file (client id, sha256 of key, scopes per line); empty turns auth off, allowed on loopback only")
+		fs.StringVar(&cfg.Ingest.TLSCertFile, "tls-cert", "", "PEM certificate chain: serve HTTPS with it and --tls-key (reloaded on SIGHUP); empty serves plain HTTP")
+		fs.StringVar(&cfg.Ingest.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
 		fs.Float64Var(&cfg.Ingest.RateLimit, "rate-limit", 0, "requests per second per client; 0 = no limit")
 		fs.IntVar(&cfg.Ingest.RateBurst, "rate-burst", 0, "burst of the per-client rate limit (default: the rate)")
 		fs.IntVar(&cfg.Ingest.MaxInFlight, "max-in-flight", ingest.DefaultMaxInFlight, "orders accepted by this edge and not final yet, above which new orders get 503")

@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: all build run test faults lint vet fmt bench bench-more fuzz clean up down pg-setup lb-setup pgha-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
+.PHONY: api-doc all build run test faults lint vet fmt bench bench-more fuzz clean up down pg-setup lb-setup pgha-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
 
 all: build
 
@@ -116,3 +116,7 @@ kafka-down:
 
 clean:
 	rm -rf bin
+
+## api-doc: docs/api.md, the API reference, rendered from ingest/openapi.json.
+api-doc:
+	ORDERPIPE_UPDATE_API_DOC=1 $(GO) test -count=1 -run TestAPIReferenceUpToDate ./ingest/

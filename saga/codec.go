@@ -10,7 +10,8 @@ import (
 // strings. It exists because JSON took ~40% of the CPU of a prototype of this
 // saga (see shared/notes/saga-prototype.md), and because a strict decoder
 // with limits is what the dead-letter path needs. A new field means a new
-// version byte and a decoder that still reads version 1.
+// version byte and a decoder that still reads the older ones (see
+// orderStateV2 in wire.go).
 
 func micros(t time.Time) int64 {
 	if t.IsZero() {
@@ -155,16 +156,22 @@ func DecodeReservationResult(data []byte) (*ReservationResult, error) {
 	return r, nil
 }
 
-// Encode returns the payload of o.
+// Encode returns the payload of o: version 2 if a line has a step time,
+// else version 1 (see orderStateV2).
 func (o *OrderState) Encode() []byte {
-	e := newEncoder(typeOrderState, 96+len(o.Lines)*24+len(o.Reason))
+	version := wireVersion
+	if o.hasStepTimes() {
+		version = orderStateV2
+	}
+	e := newEncoderVersion(version, typeOrderState, 96+len(o.Lines)*30+len(o.Reason))
 	e.uvarint(o.Version)
 	e.orderID(o.OrderID)
 	e.string(o.CustomerID)
 	e.string(o.Currency)
 	e.byte(byte(o.Status))
 	e.string(o.Reason)
-	e.varint(micros(o.CreatedAt))
+	created := micros(o.CreatedAt)
+	e.varint(created)
 	e.varint(micros(o.UpdatedAt))
 	e.string(o.ClientID)
 	e.string(o.IdempotencyKey)
@@ -176,13 +183,28 @@ func (o *OrderState) Encode() []byte {
 		e.varint(l.UnitPriceCents)
 		e.byte(byte(l.Result))
 		e.varint(l.HoldOffset)
+		if version >= orderStateV2 {
+			e.stepTime(l.RequestedAt, created)
+			e.stepTime(l.AnsweredAt, created)
+		}
 	}
 	return e.b
 }
 
-// DecodeOrderState parses a payload written by OrderState.Encode.
+// hasStepTimes reports whether a line of o has a step time.
+func (o *OrderState) hasStepTimes() bool {
+	for _, l := range o.Lines {
+		if !l.RequestedAt.IsZero() || !l.AnsweredAt.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// DecodeOrderState parses a payload written by OrderState.Encode, of
+// either version.
 func DecodeOrderState(data []byte) (*OrderState, error) {
-	d := newDecoder(data, typeOrderState)
+	d := newDecoderUpTo(data, typeOrderState, orderStateV2)
 	o := &OrderState{}
 	o.Version = d.uvarint()
 	o.OrderID = d.orderID()
@@ -190,7 +212,8 @@ func DecodeOrderState(data []byte) (*OrderState, error) {
 	o.Currency = d.string()
 	o.Status = Status(d.byte())
 	o.Reason = d.string()
-	o.CreatedAt = fromMicros(d.varint())
+	created := d.varint()
+	o.CreatedAt = fromMicros(created)
 	o.UpdatedAt = fromMicros(d.varint())
 	o.ClientID = d.string()
 	o.IdempotencyKey = d.string()
@@ -198,14 +221,23 @@ func DecodeOrderState(data []byte) (*OrderState, error) {
 	if n := d.count(maxItems); n > 0 {
 		o.Lines = make([]Line, n)
 		for i := range o.Lines {
-			o.Lines[i] = Line{Item: decodeItem(d), Result: LineResult(d.byte()), HoldOffset: d.varint()}
-			if r := o.Lines[i].Result; d.err == nil && r > LineInsufficient {
+			l := &o.Lines[i]
+			*l = Line{Item: decodeItem(d), Result: LineResult(d.byte()), HoldOffset: d.varint()}
+			if d.version >= orderStateV2 {
+				l.RequestedAt = d.stepTime(created)
+				l.AnsweredAt = d.stepTime(created)
+			}
+			if r := l.Result; d.err == nil && r > LineInsufficient {
 				d.fail("unknown line result %d", r)
 			}
 		}
 	}
-	if d.err == nil && (o.Status < StatusPending || o.Status > StatusRejected) {
+	switch {
+	case d.err != nil:
+	case o.Status < StatusPending || o.Status > StatusRejected:
 		d.fail("unknown status %d", byte(o.Status))
+	case d.version >= orderStateV2 && !o.hasStepTimes():
+		d.fail("version %d without step times (that is version 1)", d.version)
 	}
 	if err := d.finish(); err != nil {
 		return nil, err

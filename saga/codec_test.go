@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"reflect"
@@ -139,6 +140,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add((&saga.OrderSubmitted{OrderID: id(1), CustomerID: "c", Items: []saga.Item{{SKU: "A", Quantity: 1}}}).Encode())
 	f.Add((&saga.ReservationResult{OrderID: id(1), SKU: "A", Outcome: 1}).Encode())
 	f.Add((&saga.OrderState{Status: 1, Lines: []saga.Line{{Item: saga.Item{SKU: "A", Quantity: 1}}}}).Encode())
+	f.Add(timedState().Encode())
+	f.Add(mustHex(f, oldOrderState))
 	ss := saga.NewStockState()
 	ss.PutHold(saga.Hold{OrderID: id(1), Quantity: 1, Outcome: 1})
 	f.Add(ss.Encode())
@@ -160,4 +163,102 @@ func FuzzDecode(f *testing.F) {
 			t.Errorf("StockState re-encodes differently")
 		}
 	})
+}
+
+// oldOrderState is an OrderState as the codec wrote it before step times
+// (version 1), captured from that code: a confirmed order of two lines.
+const oldOrderState = "010404101112131415161718191a1b1c1d1e1f06637573742d31034555520200f6c1bcb28ec1b006b6cff3b38ec1b0060473686f70036b2d310707000000000000000000000000000002014102ac020152014201c6010154"
+
+func mustHex(tb testing.TB, s string) []byte {
+	tb.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// timedState is a state with step times: one line answered, one line
+// awaiting, one requested by a clock behind the edge's.
+func timedState() *saga.OrderState {
+	ts := time.Date(2026, 11, 24, 12, 0, 0, 123000, time.UTC)
+	return &saga.OrderState{
+		Version: 2, OrderID: id(8), CustomerID: "c", Currency: "EUR", Status: saga.StatusPending,
+		CreatedAt: ts, UpdatedAt: ts.Add(3 * time.Millisecond),
+		Lines: []saga.Line{
+			{Item: saga.Item{SKU: "A", Quantity: 1, UnitPriceCents: 10}, Result: saga.LineReserved, HoldOffset: 5,
+				RequestedAt: ts.Add(time.Millisecond), AnsweredAt: ts.Add(3 * time.Millisecond)},
+			{Item: saga.Item{SKU: "B", Quantity: 2}, RequestedAt: ts},
+			{Item: saga.Item{SKU: "C", Quantity: 3}, RequestedAt: ts.Add(-2 * time.Microsecond)},
+		},
+	}
+}
+
+// TestOrderStateVersion1 reads a payload of the code before step times: it
+// decodes to the same order without them, and a state without step times
+// is still written as version 1, which that code can read.
+func TestOrderStateVersion1(t *testing.T) {
+	old := mustHex(t, oldOrderState)
+	got, err := saga.DecodeOrderState(old)
+	if err != nil {
+		t.Fatalf("decode a version 1 payload: %v", err)
+	}
+	ts := time.Date(2026, 11, 24, 12, 0, 0, 123000, time.UTC)
+	var oid saga.OrderID
+	for i := range oid {
+		oid[i] = byte(0x10 + i)
+	}
+	want := &saga.OrderState{
+		Version: 4, OrderID: oid, CustomerID: "cust-1", Currency: "EUR", Status: saga.StatusConfirmed,
+		CreatedAt: ts, UpdatedAt: ts.Add(1500 * time.Millisecond), ClientID: "shop", IdempotencyKey: "k-1", RequestHash: [16]byte{7, 7},
+		Lines: []saga.Line{
+			{Item: saga.Item{SKU: "A", Quantity: 2, UnitPriceCents: 150}, Result: saga.LineReserved, HoldOffset: 41},
+			{Item: saga.Item{SKU: "B", Quantity: 1, UnitPriceCents: 99}, Result: saga.LineReserved, HoldOffset: 42},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("version 1 payload: got %+v, want %+v", got, want)
+	}
+	if enc := want.Encode(); !bytes.Equal(enc, old) {
+		t.Errorf("a state without step times: got %x, want the version 1 payload %x", enc, old)
+	}
+}
+
+func TestOrderStateStepTimes(t *testing.T) {
+	st := timedState()
+	b := st.Encode()
+	if b[0] != 2 {
+		t.Errorf("codec version of a state with step times: got %d, want 2", b[0])
+	}
+	got, err := saga.DecodeOrderState(b)
+	if err != nil || !reflect.DeepEqual(got, st) {
+		t.Errorf("round trip: got %+v, %v; want %+v", got, err, st)
+	}
+	// Relative to CreatedAt, the three lines' times take 9 bytes: 8 each
+	// if they were absolute.
+	if bare := (&saga.OrderState{Version: st.Version, OrderID: st.OrderID, CustomerID: st.CustomerID, Currency: st.Currency,
+		Status: st.Status, CreatedAt: st.CreatedAt, UpdatedAt: st.UpdatedAt, Lines: []saga.Line{
+			{Item: st.Lines[0].Item, Result: saga.LineReserved, HoldOffset: 5}, {Item: st.Lines[1].Item}, {Item: st.Lines[2].Item},
+		}}).Encode(); len(b)-len(bare) > 12 {
+		t.Errorf("step times cost %d bytes, want at most 12", len(b)-len(bare))
+	}
+}
+
+func TestDecodeOrderStateRejects(t *testing.T) {
+	v1 := mustHex(t, oldOrderState)
+	timed := timedState().Encode()
+	// The last line's answer (0, none) made "out of int64" from CreatedAt.
+	overflow := bytes.Clone(timed[:len(timed)-1])
+	overflow = append(overflow, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)
+	cases := map[string][]byte{
+		"version 2 without step times": append([]byte{2}, v1[1:]...),
+		"version 2 truncated":          timed[:len(timed)-1],
+		"unknown version 3":            append([]byte{3}, timed[1:]...),
+		"step time out of range":       overflow,
+	}
+	for name, b := range cases {
+		if _, err := saga.DecodeOrderState(b); !errors.Is(err, saga.ErrMalformed) {
+			t.Errorf("%s: got %v, want ErrMalformed", name, err)
+		}
+	}
 }

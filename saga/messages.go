@@ -135,19 +135,30 @@ type Line struct {
 	Result LineResult
 	// HoldOffset is the identity of the inventory hold behind Result.
 	HoldOffset int64
+	// RequestedAt is when the orders processor first emitted the line's
+	// Reserve (its clock, which also stamps the record); zero if it never
+	// did (an order rejected as invalid) or the state predates step times.
+	RequestedAt time.Time
+	// AnsweredAt is the timestamp of the inventory.results record that
+	// gave Result; zero while awaiting, or if the state predates step times.
+	AnsweredAt time.Time
 }
 
 // OrderState is the value of the orders table: the order and where it is.
 type OrderState struct {
 	// Version grows by one with every write; the sink never lets a row go back
 	// to a lower version.
-	Version        uint64
-	OrderID        OrderID
-	CustomerID     string
-	Currency       string
-	Status         Status
-	Reason         string
-	CreatedAt      time.Time
+	Version    uint64
+	OrderID    OrderID
+	CustomerID string
+	Currency   string
+	Status     Status
+	Reason     string
+	// CreatedAt is when the edge accepted the order (OrderSubmitted's
+	// SubmittedAt).
+	CreatedAt time.Time
+	// UpdatedAt is when the orders processor wrote this version. A final
+	// order never changes again, so for one it is when it became final.
 	UpdatedAt      time.Time
 	ClientID       string
 	IdempotencyKey string

@@ -4,13 +4,25 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
 // Every payload starts with two bytes: the codec version and the message
 // type. A consumer that meets an unknown version or the wrong type refuses the
 // record (it goes to the dead-letter topic) instead of guessing.
-const wireVersion byte = 1
+//
+// Version 1 is every type's first layout. A type that gains fields gets the
+// next version for the payloads that carry them, and its decoder still reads
+// the older ones.
+const (
+	wireVersion byte = 1
+	// orderStateV2 adds each line's step times (Line.RequestedAt and
+	// AnsweredAt). OrderState.Encode writes it only for a state that has
+	// one: a state without them stays version 1, readable by decoders that
+	// know only that, and every value keeps one encoding.
+	orderStateV2 byte = 2
+)
 
 type msgType byte
 
@@ -54,8 +66,12 @@ var ErrMalformed = errors.New("malformed payload")
 type encoder struct{ b []byte }
 
 func newEncoder(t msgType, sizeHint int) *encoder {
+	return newEncoderVersion(wireVersion, t, sizeHint)
+}
+
+func newEncoderVersion(version byte, t msgType, sizeHint int) *encoder {
 	e := &encoder{b: make([]byte, 0, sizeHint)}
-	e.b = append(e.b, wireVersion, byte(t))
+	e.b = append(e.b, version, byte(t))
 	return e
 }
 
@@ -66,23 +82,47 @@ func (e *encoder) raw(v []byte)      { e.b = append(e.b, v...) }
 func (e *encoder) string(s string)   { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
 func (e *encoder) orderID(v OrderID) { e.b = append(e.b, v[:]...) }
 
+// stepTime writes t as microseconds after base (micros of a time the
+// payload has already), which takes 2-4 bytes for the steps of an order
+// instead of 8. 0 stands for the zero time, so a difference d >= 0 is
+// written as d+1 and a negative one (another machine's clock) as is.
+func (e *encoder) stepTime(t time.Time, base int64) {
+	if t.IsZero() {
+		e.varint(0)
+		return
+	}
+	d := t.UnixMicro() - base
+	if d >= 0 {
+		d++
+	}
+	e.varint(d)
+}
+
 // decoder reads a payload; the first error sticks and later reads return
 // zero values, so decoding functions check d.err once at the end.
 type decoder struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	version byte // of the payload, once its header is read
 }
 
 func newDecoder(data []byte, want msgType) *decoder {
+	return newDecoderUpTo(data, want, wireVersion)
+}
+
+// newDecoderUpTo is newDecoder for a type whose payloads may have any
+// version from 1 to newest; the decoder's version says which.
+func newDecoderUpTo(data []byte, want msgType, newest byte) *decoder {
 	d := &decoder{b: data}
 	if len(data) < 2 {
 		d.fail("payload of %d bytes is too short", len(data))
 		return d
 	}
-	if data[0] != wireVersion {
+	if data[0] < wireVersion || data[0] > newest {
 		d.fail("unknown codec version %d", data[0])
 		return d
 	}
+	d.version = data[0]
 	if got := msgType(data[1]); got != want {
 		d.fail("got a %s, want a %s", got, want)
 		return d
@@ -179,6 +219,24 @@ func (d *decoder) string() string {
 		return ""
 	}
 	return string(b)
+}
+
+// stepTime reads what encoder.stepTime wrote for base.
+func (d *decoder) stepTime(base int64) time.Time {
+	x := d.varint()
+	if d.err != nil || x == 0 {
+		return time.Time{}
+	}
+	if x > 0 {
+		x--
+	}
+	v := base + x
+	if (x > 0 && v < base) || (x < 0 && v > base) || v == 0 {
+		// Out of int64, or a time that would read back as "none".
+		d.fail("step time %+d from %d out of range", x, base)
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
 }
 
 func (d *decoder) orderID() OrderID {

@@ -19,8 +19,9 @@ import (
 
 // Metrics are the counters the processor updates.
 type Metrics interface {
-	// Final counts an order that reached status s.
-	Final(s saga.Status)
+	// Final counts an order that reached a final status, once, when the
+	// processor writes its final state st.
+	Final(st *saga.OrderState)
 	// Replay counts an input for an order that already had its effect.
 	Replay()
 	// DeadLetter counts a record sent to the dead-letter topic.
@@ -109,8 +110,11 @@ func (p *Processor) OnSubmitted(ctx goka.Context, msg any) {
 	if err := p.validate(sub); err != nil {
 		st.Status, st.Reason = saga.StatusRejected, "invalid order: "+err.Error()
 		ctx.SetValue(st)
-		p.final(st.Status)
+		p.final(st)
 		return
+	}
+	for i := range st.Lines {
+		st.Lines[i].RequestedAt = now // the Reserves go out below
 	}
 	ctx.SetValue(st)
 	p.reserveAwaiting(ctx, st)
@@ -148,12 +152,14 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 		p.answered(ctx, st, line, res)
 		return
 	}
+	now := p.now()
 	line.Result, line.HoldOffset = saga.LineReserved, res.HoldOffset
 	if res.Outcome == saga.OutcomeInsufficient {
 		line.Result = saga.LineInsufficient
 	}
+	line.AnsweredAt = recordTime(ctx, now)
 	st.Version++
-	st.UpdatedAt = p.now()
+	st.UpdatedAt = now
 	if !decided(st) {
 		ctx.SetValue(st)
 		return
@@ -163,7 +169,7 @@ func (p *Processor) OnResult(ctx goka.Context, msg any) {
 		st.Status, st.Reason = saga.StatusRejected, reason
 	}
 	ctx.SetValue(st)
-	p.final(st.Status)
+	p.final(st)
 	p.settle(ctx, st)
 }
 
@@ -195,6 +201,8 @@ func (p *Processor) answered(ctx goka.Context, st *saga.OrderState, line *saga.L
 // replay handles an input for an order whose effects may be partly lost:
 // re-send the Reserve of lines still awaiting an answer, or the Commit or
 // Release of a final order. Every one of them is idempotent in the inventory.
+// A re-sent Reserve keeps its line's RequestedAt: the journey shows the
+// first request.
 //
 // The state is written again as it is. Goka writes local storage before
 // the changelog, so after a failed changelog write (the processor then
@@ -264,6 +272,15 @@ func (p *Processor) validate(sub *saga.OrderSubmitted) error {
 	return nil
 }
 
+// recordTime is the timestamp of the record ctx handles (the producer's
+// clock when it wrote it), or now for a record without one.
+func recordTime(ctx goka.Context, now time.Time) time.Time {
+	if ts := ctx.Timestamp(); !ts.IsZero() && ts.Unix() > 0 {
+		return ts
+	}
+	return now
+}
+
 func current(ctx goka.Context) *saga.OrderState {
 	if v := ctx.Value(); v != nil {
 		return v.(*saga.OrderState)
@@ -309,9 +326,9 @@ func rejection(st *saga.OrderState, last *saga.ReservationResult) string {
 	return "insufficient stock: " + strings.Join(short, ", ")
 }
 
-func (p *Processor) final(s saga.Status) {
+func (p *Processor) final(st *saga.OrderState) {
 	if p.metrics != nil {
-		p.metrics.Final(s)
+		p.metrics.Final(st)
 	}
 }
 

@@ -128,11 +128,13 @@ func rowVersion(t testing.TB, pool *pgxpool.Pool, topic, key string) (uint64, bo
 }
 
 // dump returns every row of the sink's tables as JSON, to compare states.
+// Orders leave out stored_at: it is when a row was written, which a
+// rewrite after a lost transaction changes (TestStoredAt checks it).
 func dump(t testing.TB, pool *pgxpool.Pool) string {
 	t.Helper()
 	var b strings.Builder
 	for _, q := range []string{
-		"SELECT coalesce(json_agg(t ORDER BY t.order_id)::text, '[]') FROM orders t",
+		"SELECT coalesce(json_agg(to_jsonb(t) - 'stored_at' ORDER BY t.order_id)::text, '[]') FROM orders t",
 		"SELECT coalesce(json_agg(t ORDER BY t.order_id, t.line_no)::text, '[]') FROM order_items t",
 		"SELECT coalesce(json_agg(t ORDER BY t.sku)::text, '[]') FROM inventory t",
 	} {

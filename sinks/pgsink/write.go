@@ -28,18 +28,25 @@ import (
 // with a data SQLSTATE, which the sink knows how to handle, instead of
 // failing while pgx encodes it.
 const (
-	ordersCols     = "order_id, customer_id, status, reason, total_cents, currency, created_at, updated_at, version"
-	ordersConflict = ` ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id,
+	ordersCols = "order_id, customer_id, status, reason, total_cents, currency, created_at, updated_at, version"
+	// stored_at is the statement's start time (Postgres's clock) for a
+	// final version, NULL for a pending one. A final version is written
+	// once: a row never moves to the same or a lower version, so a replay
+	// leaves its stored_at alone.
+	storedAtOfU     = "CASE WHEN u.status IN ('confirmed', 'rejected') THEN statement_timestamp() END"
+	storedAtOfParam = "CASE WHEN $3::text IN ('confirmed', 'rejected') THEN statement_timestamp() END"
+	ordersConflict  = ` ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id,
 	status = excluded.status, reason = excluded.reason, total_cents = excluded.total_cents,
 	currency = excluded.currency, created_at = excluded.created_at, updated_at = excluded.updated_at,
-	version = excluded.version
+	version = excluded.version, stored_at = excluded.stored_at
 	WHERE t.version < excluded.version`
 	// ORDER BY: rows are locked in key order, so that two writers (a sink
 	// and its successor during a rebalance) cannot deadlock.
-	ordersMany = "INSERT INTO orders AS t (" + ordersCols + `) SELECT * FROM unnest($1::uuid[], $2::text[],
-	$3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::bigint[]) ORDER BY 1` + ordersConflict
-	ordersOne = "INSERT INTO orders AS t (" + ordersCols + `) VALUES ($1::uuid, $2::text, $3::text, $4::text,
-	$5::bigint, $6::text, $7::timestamptz, $8::timestamptz, $9::bigint)` + ordersConflict
+	ordersMany = "INSERT INTO orders AS t (" + ordersCols + `, stored_at) SELECT u.*, ` + storedAtOfU + ` FROM unnest($1::uuid[], $2::text[],
+	$3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::bigint[])
+	AS u(order_id, customer_id, status, reason, total_cents, currency, created_at, updated_at, version) ORDER BY 1` + ordersConflict
+	ordersOne = "INSERT INTO orders AS t (" + ordersCols + `, stored_at) VALUES ($1::uuid, $2::text, $3::text, $4::text,
+	$5::bigint, $6::text, $7::timestamptz, $8::timestamptz, $9::bigint, ` + storedAtOfParam + `)` + ordersConflict
 
 	itemsCols     = "order_id, line_no, sku, quantity, unit_price_cents"
 	itemsConflict = " ON CONFLICT (order_id, line_no) DO NOTHING"

@@ -18,6 +18,7 @@ import (
 	"github.com/orderpipe/orderpipe/processors/batchstore"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
+	gometrics "github.com/rcrowley/go-metrics"
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
 	"github.com/syndtr/goleveldb/leveldb/opt"
@@ -70,6 +71,11 @@ type Config struct {
 	BrokerRetry time.Duration
 	// Logger receives Goka's and Sarama's messages. Default slog.Default().
 	Logger *slog.Logger
+	// MetricRegistry receives the Sarama metrics of every client built from
+	// this Config (sarama.Config.MetricRegistry); SaramaCollector exports
+	// it. Default nil: each client gets a registry of its own that nobody
+	// reads (Sarama's default).
+	MetricRegistry gometrics.Registry
 }
 
 func (c *Config) setDefaults() {
@@ -150,6 +156,9 @@ func (c Config) SaramaConfig() *sarama.Config {
 		cfg.Consumer.Fetch.Min = 256 << 10
 	}
 	cfg.Metadata.RefreshFrequency = time.Minute
+	if c.MetricRegistry != nil {
+		cfg.MetricRegistry = c.MetricRegistry
+	}
 	return cfg
 }
 

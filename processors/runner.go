@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/processors/orders"
 	"github.com/prometheus/client_golang/prometheus"
+	gometrics "github.com/rcrowley/go-metrics"
 )
 
 // Deps are what the processors use but do not own.
@@ -45,10 +47,28 @@ func New(cfg Config, deps Deps) (*Processors, error) {
 	}
 	op := orders.New(cfg.Logger.With("group", "orders"), ordersMetrics{m}, nil, orders.Limits{})
 	ip := inventory.New(cfg.Logger.With("group", "inventory"), inventoryMetrics{m}, nil)
-	return &Processors{
+	ps := &Processors{
 		Orders:    &Group{cfg: cfg, graph: op.Graph()},
 		Inventory: &Group{cfg: cfg, graph: ip.Graph()},
-	}, nil
+	}
+	if deps.Registerer != nil {
+		// A Sarama registry per group: Sarama unregisters a client's
+		// metrics from a shared registry when that client closes, even
+		// those that other clients still update.
+		cs := []prometheus.Collector{newGokaCollector(ps.Groups()...)}
+		for _, g := range ps.Groups() {
+			if g.cfg.MetricRegistry == nil {
+				g.cfg.MetricRegistry = gometrics.NewRegistry()
+			}
+			cs = append(cs, SaramaCollector(g.Name(), g.cfg.MetricRegistry))
+		}
+		for _, c := range cs {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register goka and sarama metrics: %w", err)
+			}
+		}
+	}
+	return ps, nil
 }
 
 // Groups returns both groups, orders first.
@@ -87,6 +107,10 @@ func (g *Group) Run(ctx context.Context) error {
 	}
 	g.current.Store(p)
 	defer g.current.Store(nil)
+	pctx, stopProgress := context.WithCancel(ctx)
+	progress := make(chan struct{})
+	go func() { defer close(progress); g.logRecovery(pctx, p, recoveryProgressEvery) }()
+	defer func() { stopProgress(); <-progress }()
 	err = p.Run(ctx)
 	if se := g.storageErr.Load(); se != nil {
 		return supervise.Permanent(fmt.Errorf("%s processor: %w", g.Name(), *se))
@@ -98,6 +122,61 @@ func (g *Group) Run(ctx context.Context) error {
 }
 
 func (g *Group) storageFailed(err error) { g.storageErr.Store(&err) }
+
+// recoveryProgressEvery spaces the progress lines of a table recovery.
+const recoveryProgressEvery = 5 * time.Second
+
+// logRecovery says every interval, until p has recovered its table or ctx
+// ends, how far the recovery is: partitions done of those this process
+// holds, and records still to read. A recovery shorter than interval says
+// nothing but its end.
+func (g *Group) logRecovery(ctx context.Context, p *goka.Processor, every time.Duration) {
+	log := g.cfg.Logger.With("group", g.Name())
+	table := string(goka.GroupTable(g.graph.Group()))
+	start := time.Now()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	logged := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.Recovered() {
+			if logged {
+				log.Info(fmt.Sprintf("recovered table %s", table), "took", time.Since(start).Round(time.Millisecond))
+			}
+			return
+		}
+		done, total, left := recoveryProgress(p.StatsWithContext(ctx))
+		if total == 0 {
+			continue // no partitions assigned yet
+		}
+		logged = true
+		log.Info(fmt.Sprintf("recovering table %s: %d/%d partitions", table, done, total), "records_left", left, "elapsed", time.Since(start).Round(time.Second))
+	}
+}
+
+// recoveryProgress counts the partitions of st that have recovered, of
+// all, and the records the others still have to read.
+func recoveryProgress(st *goka.ProcessorStats) (done, total int, left int64) {
+	for _, pp := range st.Group {
+		ts := pp.TableStats
+		if ts == nil {
+			continue
+		}
+		total++
+		if ts.Status == goka.PartitionRunning || !ts.Recovery.RecoveryTime.IsZero() {
+			done++
+			continue
+		}
+		if ts.Recovery.Hwm > ts.Recovery.Offset {
+			left += ts.Recovery.Hwm - ts.Recovery.Offset
+		}
+	}
+	return done, total, left
+}
 
 // Ready reports nil once the running processor has recovered its table and
 // consumes; until then its answers would come from stale state.

@@ -1,9 +1,13 @@
 package pgsink
 
 import (
+	"context"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -82,7 +86,7 @@ type collector struct {
 	s                                             *Sink
 	records, batches, rows, dbErrors, deadLetters *prometheus.Desc
 	refused, commits, lastCommitAge, backingOff   *prometheus.Desc
-	rewinds                                       *prometheus.Desc
+	rewinds, reachable                            *prometheus.Desc
 }
 
 func newCollector(s *Sink) *collector {
@@ -101,12 +105,13 @@ func newCollector(s *Sink) *collector {
 		lastCommitAge: d("last_commit_age_seconds", "Seconds since the last offset commit; -1 before the first."),
 		backingOff:    d("backing_off", "1 while Postgres is unavailable and the sink retries with backoff, else 0."),
 		rewinds:       d("rewinds_total", "Times Postgres held less than the sink had written (a failover to a standby that missed the last transactions) and the sink read those records again."),
+		reachable:     d("postgres_reachable", "1 while Postgres answers the sink's pings (every PingInterval), else 0."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	c.s.batchDur.Describe(ch)
-	for _, d := range []*prometheus.Desc{c.records, c.batches, c.rows, c.dbErrors, c.refused, c.deadLetters, c.commits, c.lastCommitAge, c.backingOff, c.rewinds} {
+	for _, d := range []*prometheus.Desc{c.records, c.batches, c.rows, c.dbErrors, c.refused, c.deadLetters, c.commits, c.lastCommitAge, c.backingOff, c.rewinds, c.reachable} {
 		ch <- d
 	}
 }
@@ -137,6 +142,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		backingOff = 1
 	}
 	ch <- prometheus.MustNewConstMetric(c.backingOff, prometheus.GaugeValue, backingOff)
+	reachable := 1.0
+	if c.s.reach.err() != nil {
+		reachable = 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.reachable, prometheus.GaugeValue, reachable)
 }
 
 // newBatchDuration is the histogram of successful batch writes.
@@ -146,4 +156,60 @@ func newBatchDuration() prometheus.Histogram {
 		Help:    "Time to write one batch to Postgres, successful attempts only.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15), // 1ms .. 16s
 	})
+}
+
+// queryTracer is the pgx tracer of the sink's own pool: the duration of
+// every statement (the batch path's few upserts, the row path's many, the
+// offsets, BEGIN and COMMIT) by its first keyword and result, as
+// orderpipe_sink_query_duration_seconds{op,result}.
+type queryTracer struct{ dur *prometheus.HistogramVec }
+
+var _ pgx.QueryTracer = (*queryTracer)(nil)
+
+func newQueryTracer() *queryTracer {
+	return &queryTracer{dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "orderpipe_sink_query_duration_seconds",
+		Help:    "Time of one statement of the Postgres sink, by its first keyword (insert, select, begin, commit, ...) and result (ok, error); from a pgx tracer.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16), // 0.2ms .. 6.5s
+	}, []string{"op", "result"})}
+}
+
+type queryStart struct {
+	at time.Time
+	op string
+}
+
+type queryKey struct{}
+
+func (t *queryTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, queryKey{}, queryStart{at: time.Now(), op: sqlOp(data.SQL)})
+}
+
+func (t *queryTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	st, ok := ctx.Value(queryKey{}).(queryStart)
+	if !ok {
+		return
+	}
+	result := "ok"
+	if data.Err != nil {
+		result = "error"
+	}
+	t.dur.WithLabelValues(st.op, result).Observe(time.Since(st.at).Seconds())
+}
+
+// sqlOps are the op label's values; any other statement is "other", so
+// that the label stays bounded whatever SQL runs on the pool.
+var sqlOps = map[string]bool{"insert": true, "select": true, "update": true, "delete": true, "begin": true, "commit": true, "rollback": true, "with": true}
+
+// sqlOp is the first keyword of sql, lowercased, if it is one of sqlOps.
+func sqlOp(sql string) string {
+	sql = strings.TrimLeft(sql, " \t\r\n(")
+	end := strings.IndexFunc(sql, func(r rune) bool { return !unicode.IsLetter(r) })
+	if end < 0 {
+		end = len(sql)
+	}
+	if op := strings.ToLower(sql[:end]); sqlOps[op] {
+		return op
+	}
+	return "other"
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,6 +131,23 @@ func (h *health) backingOff() bool {
 	return !h.downSince.IsZero()
 }
 
+// lostConnection reports whether the sink backs off because it lost
+// Postgres (an error without a SQLSTATE: network, timeout; or class 08
+// connection exception, 57P admin or crash shutdown), rather than because
+// Postgres answered with an error.
+func (h *health) lostConnection() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(h.lastErr, &pgErr) {
+		return true
+	}
+	return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+}
+
 // write writes b to Postgres with its offsets, its dead letters
 // acknowledged before the transaction commits, retrying with backoff until
 // it succeeds or ctx ends. It returns the rows Postgres refused on their
@@ -156,6 +174,7 @@ func (s *Sink) write(ctx context.Context, cl *kgo.Client, b *batch) ([]deadLette
 			return nil, re
 		}
 		if err == nil {
+			s.reachable()
 			s.batchDur.Observe(time.Since(start).Seconds())
 			s.stats.wrote(w)
 			if was := s.health.up(); was > 0 {
@@ -171,7 +190,7 @@ func (s *Sink) write(ctx context.Context, cl *kgo.Client, b *batch) ([]deadLette
 		since := s.health.down(err)
 		wait := bo.next()
 		s.log.Warn("postgres write failed; retrying the same batch", "attempt", attempt, "down_since", since, "retry_in", wait.Round(time.Millisecond), "err", err)
-		if err := sleep(ctx, wait); err != nil {
+		if err := s.retryWait(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -191,4 +210,94 @@ func (s *Sink) attempt(ctx context.Context, b *batch, fin finish) (written, []de
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	return writeRows(rctx, s.pool, b, fin)
+}
+
+// retryWait waits for d, until ctx ends (it then returns ctx's error), or
+// until the pinger saw Postgres come back: a write that backs off for up
+// to MaxBackoff retries within a ping of Postgres's return instead.
+func (s *Sink) retryWait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	case <-s.back:
+	}
+	return nil
+}
+
+// reach is what the pinger knows: whether Postgres answers a ping. Safe
+// for concurrent use.
+type reach struct {
+	mu        sync.Mutex
+	downSince time.Time // zero while Postgres answers
+	lastErr   error
+}
+
+// set records a ping's result; it reports whether Postgres just came back.
+func (r *reach) set(err error) (back bool, since time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	since = r.downSince
+	if err == nil {
+		r.downSince, r.lastErr = time.Time{}, nil
+		return !since.IsZero(), since
+	}
+	if r.downSince.IsZero() {
+		r.downSince = time.Now()
+	}
+	r.lastErr = err
+	return false, r.downSince
+}
+
+func (r *reach) err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.downSince.IsZero() {
+		return nil
+	}
+	return fmt.Errorf("postgres unreachable: %w (since %s)", r.lastErr, r.downSince.UTC().Format(time.RFC3339))
+}
+
+// reachable records that Postgres answered something other than a ping.
+func (s *Sink) reachable() { s.reach.set(nil) }
+
+// ping pings Postgres every PingInterval, each ping bounded by
+// PingTimeout, until ctx ends, so that readiness follows Postgres even
+// while the sink has nothing to write. A ping that Postgres answers wakes a
+// write or position read that backs off because it lost Postgres, so that
+// it retries within a ping of Postgres's return instead of after up to
+// MaxBackoff (an outage may be shorter than the pings' interval, and go
+// unseen by them). Run owns its goroutine.
+func (s *Sink) ping(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.PingTimeout)
+		err := s.pool.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		wasUp := s.reach.err() == nil
+		back, since := s.reach.set(err)
+		switch {
+		case err != nil && wasUp:
+			s.log.Warn("postgres does not answer a ping: the sink is degraded", "err", err)
+		case back:
+			s.log.Info("postgres answers pings again", "down_for", time.Since(since).Round(time.Millisecond))
+		}
+		if err == nil && s.health.lostConnection() {
+			select {
+			case s.back <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderpipe/orderpipe/internal/kafkaobs"
+	"github.com/orderpipe/orderpipe/internal/stages"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -62,6 +64,13 @@ type Config struct {
 	// when Run's context ends meanwhile (the batch is already in Postgres),
 	// and leaving the group when Run returns. Default 5s.
 	ShutdownTimeout time.Duration
+	// PingInterval is how often the sink pings Postgres, so that Health
+	// follows Postgres while there is nothing to write, and a write backing
+	// off is retried as soon as Postgres answers again. Default 1s.
+	PingInterval time.Duration
+	// PingTimeout bounds one ping: a Postgres that does not answer within it
+	// counts as unreachable. Default PingInterval.
+	PingTimeout time.Duration
 	// ClientOpts are appended to the franz-go options the sink sets, so they
 	// win: tests pass e.g. kgo.FetchMaxWait.
 	ClientOpts []kgo.Opt
@@ -89,6 +98,12 @@ func (c *Config) setDefaults() {
 	if c.ClientID == "" {
 		c.ClientID = "orderpipe-sink"
 	}
+	if c.PingInterval == 0 {
+		c.PingInterval = time.Second
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = c.PingInterval
+	}
 }
 
 // Deps are what the sink uses but does not own.
@@ -96,14 +111,19 @@ type Deps struct {
 	// Pool, if set, is the database; it stays the caller's and the sink
 	// never closes it. Default: the sink's own pool on Config.PostgresURL.
 	Pool *pgxpool.Pool
-	// Logger receives the sink's messages, and franz-go's with
-	// source=franz-go. Default slog.Default().
+	// Logger receives the sink's messages, and franz-go's (through kslog)
+	// with source=franz-go, its info chatter at debug level. Default
+	// slog.Default().
 	Logger *slog.Logger
-	// Registerer, when set, receives the sink's metrics, all named
-	// orderpipe_sink_*: records, batches, rows by table, db errors, refused
-	// batches, dead letters, commits (counters), last commit age and backing
-	// off (gauges), batch duration (histogram). Optional; New fails if the
-	// registry already holds another sink's metrics.
+	// Registerer, when set, receives the sink's metrics: records, batches,
+	// rows by table, db errors, refused batches, dead letters, commits
+	// (counters), last commit age, backing off and postgres reachable
+	// (gauges), batch and query durations (histograms), all named
+	// orderpipe_sink_*; the final_to_stored series of
+	// orderpipe_stage_latency_seconds; and the franz-go client's kprom
+	// metrics with client="sink". The query durations come from a pgx
+	// tracer on the sink's own pool only (not on Pool). Optional; New fails
+	// if the registry already holds another sink's metrics.
 	Registerer prometheus.Registerer
 }
 
@@ -127,6 +147,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pgsink: min backoff %s is above max backoff %s", set.MinBackoff, set.MaxBackoff)
 	case c.WriteTimeout < 0 || c.ShutdownTimeout < 0:
 		return fmt.Errorf("pgsink: timeouts must be >= 0 (0 = default), got write %s, shutdown %s", c.WriteTimeout, c.ShutdownTimeout)
+	case c.PingInterval < 0 || c.PingTimeout < 0:
+		return fmt.Errorf("pgsink: ping interval and timeout must be >= 0 (0 = default), got %s, %s", c.PingInterval, c.PingTimeout)
 	}
 	return nil
 }
@@ -139,10 +161,15 @@ type Sink struct {
 	pool     *pgxpool.Pool
 	ownPool  bool // Run opens pool and closes it
 	log      *slog.Logger
+	reg      prometheus.Registerer // nil: no metrics
 	running  atomic.Bool
 	health   health
+	reach    reach
+	back     chan struct{} // the pinger saw Postgres come back
 	stats    counters
 	batchDur prometheus.Histogram
+	stored   prometheus.Histogram // final_to_stored
+	tracer   *queryTracer
 	pos      positions
 }
 
@@ -160,21 +187,36 @@ func New(cfg Config, deps Deps) (*Sink, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Sink{cfg: cfg, pool: deps.Pool, ownPool: deps.Pool == nil, log: log}
+	s := &Sink{cfg: cfg, pool: deps.Pool, ownPool: deps.Pool == nil, log: log, reg: deps.Registerer, back: make(chan struct{}, 1)}
 	s.batchDur = newBatchDuration()
+	s.stored = stages.Histogram(stages.FinalToStored)
+	s.tracer = newQueryTracer()
 	if deps.Registerer != nil {
-		if err := deps.Registerer.Register(newCollector(s)); err != nil {
-			return nil, fmt.Errorf("pgsink: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{newCollector(s), s.stored, s.tracer.dur} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("pgsink: register metrics: %w", err)
+			}
 		}
 	}
 	return s, nil
 }
 
-// Health returns nil while the last attempt to write to Postgres succeeded
-// (or none failed yet), and an error saying since when Postgres is
-// unavailable while the sink is backing off. Rows that Postgres refuses do
-// not make the sink unhealthy: they go to the dead-letter topic.
-func (s *Sink) Health() error { return s.health.err() }
+// Health returns nil while Postgres answers the sink's pings (every
+// PingInterval while Run runs) and the last attempt to write to it
+// succeeded (or none failed yet). Otherwise it says why: "postgres
+// unreachable: ..." from the last failed ping, or since when writes fail
+// while the sink is backing off. Rows that Postgres refuses do not make the
+// sink unhealthy: they go to the dead-letter topic.
+func (s *Sink) Health() error {
+	unreachable, writes := s.reach.err(), s.health.err()
+	switch {
+	case unreachable != nil && writes != nil:
+		return fmt.Errorf("%w; %w", unreachable, writes)
+	case unreachable != nil:
+		return unreachable
+	}
+	return writes
+}
 
 // Stats returns the sink's counters since New.
 func (s *Sink) Stats() Stats { return s.stats.snapshot() }
@@ -202,13 +244,22 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 	if s.ownPool {
-		pool, err := pgxpool.New(ctx, s.cfg.PostgresURL)
+		pc, err := pgxpool.ParseConfig(s.cfg.PostgresURL)
+		if err != nil {
+			return fmt.Errorf("pgsink: postgres url: %w", err)
+		}
+		pc.ConnConfig.Tracer = s.tracer
+		pool, err := pgxpool.NewWithConfig(ctx, pc)
 		if err != nil {
 			return fmt.Errorf("pgsink: postgres pool: %w", err)
 		}
 		s.pool = pool
 		defer s.closePool(pool)
 	}
+	pingCtx, stopPing := context.WithCancel(ctx)
+	pinged := make(chan struct{})
+	go func() { defer close(pinged); s.ping(pingCtx) }()
+	defer func() { stopPing(); <-pinged }()
 	if s.cfg.Migrate {
 		if err := MigrateURL(ctx, s.cfg.PostgresURL); err != nil {
 			return err
@@ -292,8 +343,8 @@ func (s *Sink) clientOpts() []kgo.Opt {
 		// default; the partitioner is the one every producer shares.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(topology.Partitioner()),
-		kgo.WithLogger(kgoLogger{s.log.With("source", "franz-go")}),
 	}
+	opts = append(opts, kafkaobs.Opts(s.reg, "sink", s.log)...)
 	return append(opts, s.cfg.ClientOpts...)
 }
 
@@ -316,6 +367,7 @@ func (s *Sink) position(ctx context.Context, fetched map[string]map[int32]kgo.Of
 		cancel()
 		if err == nil {
 			s.health.up()
+			s.reachable()
 			break
 		}
 		if ctx.Err() != nil {
@@ -324,7 +376,7 @@ func (s *Sink) position(ctx context.Context, fetched map[string]map[int32]kgo.Of
 		since := s.health.down(err)
 		wait := bo.next()
 		s.log.Warn("cannot read the sink's offsets from postgres; retrying before consuming", "attempt", attempt, "down_since", since, "retry_in", wait.Round(time.Millisecond), "err", err)
-		if err := sleep(ctx, wait); err != nil {
+		if err := s.retryWait(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -398,6 +450,12 @@ func (s *Sink) process(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) 
 		}
 		s.log.Info("batch abandoned at shutdown", "records", len(recs), "err", err)
 		return
+	}
+	stored := time.Now()
+	for _, o := range b.orders {
+		if o.state.Status.Final() && !o.rec.Timestamp.IsZero() {
+			s.stored.Observe(max(0, stored.Sub(o.rec.Timestamp)).Seconds())
+		}
 	}
 	for _, o := range b.offsets {
 		s.pos.set(tp{o.topic, o.partition}, o.next)

@@ -134,7 +134,13 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	stock := &tableView{name: "inventory view", log: log, open: func() (*goka.View, func() error, error) {
 		return vc.OpenInventoryView(nil)
 	}}
-	producer, err := newProducer(cfg)
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	if err := instrumentViews(deps.Registry, &vc, orders, stock); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	producer, err := newProducer(cfg, deps.Registry, log)
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func newHarness(t testing.TB, opt options) *harness {
 	}
 	cfg.Topology, cfg.Brokers = h.topology, h.brokers
 	// The edge's own producer, with the timeouts New sets.
-	if h.producer, err = newProducer(cfg.withDefaults()); err != nil {
+	if h.producer, err = newProducer(cfg.withDefaults(), nil, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.producer.Close)

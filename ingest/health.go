@@ -1,8 +1,12 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
+
+	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/topology"
 
 	"github.com/orderpipe/orderpipe/internal/health"
 
@@ -108,4 +112,40 @@ func (e *Edge) Ready() error {
 		return fmt.Errorf("inventory view: %w", err)
 	}
 	return e.accepting()
+}
+
+// ViewNext returns, per partition of table (the orders or the inventory
+// table), the offset of the next record the edge's view of it will apply,
+// from Goka's view stats: for measuring its lag (package lag). Partitions
+// the view has not started on yet are left out, and so is every partition
+// while the view is being rebuilt. Safe for concurrent use.
+func (e *Edge) ViewNext(ctx context.Context, table goka.Table) map[int32]int64 {
+	var v View
+	switch table {
+	case topology.OrdersTable():
+		v = e.orders
+	case topology.InventoryTable():
+		v = e.stock
+	}
+	tv, ok := v.(*tableView)
+	if !ok {
+		return nil
+	}
+	cur := tv.cur.Load()
+	if cur == nil {
+		return nil
+	}
+	out := map[int32]int64{}
+	for p, st := range cur.Stats(ctx).Partitions {
+		switch {
+		case st == nil:
+		case st.Input != nil && st.Input.Count > 0:
+			out[p] = st.Input.LastOffset + 1
+		case st.Recovery != nil && !st.Recovery.StartTime.IsZero():
+			// Nothing applied since the start: the view is where its
+			// recovery began (its local storage's offset).
+			out[p] = st.Recovery.Offset
+		}
+	}
+	return out
 }

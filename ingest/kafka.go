@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/internal/kafkaobs"
 	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/processors"
 	"github.com/orderpipe/orderpipe/topology"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -29,8 +31,9 @@ func recordDeadline(produceTimeout time.Duration) time.Duration {
 // neither duplicate nor reorder an order), the partitioner every producer
 // shares (or views and lookups would read the wrong partition), and
 // timeouts aligned with ProduceTimeout so that the edge learns every
-// record's fate in time when it can be learnt.
-func newProducer(cfg Config) (*kgo.Client, error) {
+// record's fate in time when it can be learnt. Its kprom metrics
+// (client="edge") go to reg, its logs through kslog to log.
+func newProducer(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*kgo.Client, error) {
 	deadline := recordDeadline(cfg.ProduceTimeout)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -56,6 +59,7 @@ func newProducer(cfg Config) (*kgo.Client, error) {
 			kgo.ProduceRequestTimeout(max(deadline/2, time.Second)),
 		)
 	}
+	opts = append(opts, kafkaobs.Opts(reg, "edge", log)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: producer: %w", err)

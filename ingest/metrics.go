@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/orderpipe/orderpipe/processors"
 	"github.com/prometheus/client_golang/prometheus"
+	gometrics "github.com/rcrowley/go-metrics"
 )
 
 // metrics are the edge's Prometheus metrics, all prefixed orderpipe_ingest_.
@@ -91,4 +94,21 @@ func (m *metrics) observeProduce(topic string, err error, took time.Duration) {
 		result = "error"
 	}
 	m.produce.WithLabelValues(topic, result).Observe(took.Seconds())
+}
+
+// instrumentViews makes the views built from vc report their Sarama
+// metrics (orderpipe_sarama_*{client="views"}) and Goka stats
+// (orderpipe_goka_view_*) to reg.
+func instrumentViews(reg prometheus.Registerer, vc *processors.Config, views ...*tableView) error {
+	vc.MetricRegistry = gometrics.NewRegistry()
+	cs := []prometheus.Collector{processors.SaramaCollector("views", vc.MetricRegistry)}
+	for _, v := range views {
+		cs = append(cs, processors.ViewCollector(strings.TrimSuffix(v.name, " view"), v.cur.Load))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register view metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/app"
+	"github.com/orderpipe/orderpipe/internal/lag"
 	"github.com/orderpipe/orderpipe/processors"
 	"github.com/orderpipe/orderpipe/topology"
 )
@@ -132,7 +134,10 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 		fs.IntVar(&cfg.Ingest.MaxInFlight, "max-in-flight", ingest.DefaultMaxInFlight, "orders accepted by this edge and not final yet, above which new orders get 503")
 		fs.IntVar(&cfg.Ingest.MaxInFlightPerSKU, "max-in-flight-per-sku", ingest.DefaultMaxInFlightPerSKU, "order lines of one SKU in flight from this edge, above which new orders for it get 503")
 		durationFlag(fs, &cfg.Ingest.ProduceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "bound on the answer to an order: 202 once the broker acked, 503 when the record certainly was not stored, 504 when a broker took it and did not answer")
+		fs.Int64Var(&cfg.MaxViewLag, "max-view-lag", app.DefaultMaxViewLag, "records a view may be behind its table on a partition before /readyz says degraded (view_lag)")
+		durationFlag(fs, &cfg.ShutdownDrain, "shutdown-drain", 2*time.Second, "on SIGTERM, how long /readyz answers 503 before the listener closes, for the load balancer to notice (above its check interval x fall)")
 	}
+	durationFlag(fs, &cfg.LagInterval, "lag-interval", lag.DefaultInterval, "how often consumer-group and view lag are read (orderpipe_consumer_lag_records, orderpipe_view_lag_records)")
 	if roles.Sink {
 		fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL URL (also DATABASE_URL); empty starts a throwaway local server")
 		fs.StringVar(&cfg.Sink.Group, "sink-group", "orderpipe-sink", "consumer group of the sink")

@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/health"
 	"github.com/orderpipe/orderpipe/internal/opsserver"
 	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/sinks/pgsink"
@@ -68,7 +70,26 @@ type Config struct {
 	// API keys file reloads it; a process with nothing to reload stops
 	// cleanly, as on SIGTERM.
 	Reload <-chan os.Signal
+	// LagInterval spaces the readings of consumer and view lag
+	// (orderpipe_consumer_lag_records, orderpipe_view_lag_records). Default
+	// lag.DefaultInterval (2s).
+	LagInterval time.Duration
+	// MaxViewLag is how many records a view of the edge may be behind its
+	// table on a partition before /readyz says the edge is degraded (check
+	// "view_lag", not critical). Default DefaultMaxViewLag.
+	MaxViewLag int64
+	// ShutdownDrain is how long /readyz answers 503 ("shutdown") before the
+	// edge or ops listener stops accepting, so that a load balancer takes
+	// the process out first: above its check interval times its fall count
+	// (2s for deploy/haproxy.cfg). Requests are served as usual meanwhile.
+	// Default 0: no wait.
+	ShutdownDrain time.Duration
 }
+
+// DefaultMaxViewLag is Config.MaxViewLag's default: about a second of the
+// edge's orders at the rates measured here, far above what a live view
+// lags by.
+const DefaultMaxViewLag = 10_000
 
 // Run runs the roles until ctx ends or one of them fails for good. The
 // processors and the sink run first, each restarted after a failure that
@@ -81,7 +102,14 @@ func Run(ctx context.Context, cfg Config, roles Roles) error {
 		return err
 	}
 	defer env.close()
-	back, edge, err := build(cfg, roles, env, log)
+	var draining atomic.Bool
+	shutdown := health.Check{Name: "shutdown", Critical: true, Fn: func() error {
+		if draining.Load() {
+			return errors.New("shutting down: draining before the listener closes")
+		}
+		return nil
+	}}
+	back, edge, lagc, err := build(cfg, roles, env, shutdown, log)
 	if err != nil {
 		return err
 	}
@@ -97,14 +125,19 @@ func Run(ctx context.Context, cfg Config, roles Roles) error {
 	defer stopFront()
 	defer context.AfterFunc(backCtx, stopFront)()
 	front, frontCtx := errgroup.WithContext(frontCtx)
-	front.Go(func() error { <-frontCtx.Done(); return nil })
+	// The listeners (edge, ops) stop ShutdownDrain after frontCtx ends,
+	// while /readyz says "shutdown".
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(frontCtx))
+	defer stopServing()
+	front.Go(func() error { drain(frontCtx, cfg.ShutdownDrain, &draining, stopServing, log); return nil })
+	front.Go(func() error { return lagc.Run(frontCtx) })
 	if edge != nil {
-		front.Go(func() error { return edge.Run(frontCtx) })
+		front.Go(func() error { return edge.Run(serveCtx) })
 	}
 	var ops *opsserver.Server
 	if edge == nil && cfg.OpsListen != "" {
-		ops = opsserver.New(cfg.OpsListen, checksOf(back), env.registry, log.With("component", "ops"))
-		front.Go(func() error { return ops.Run(frontCtx) })
+		ops = opsserver.New(cfg.OpsListen, append(checksOf(back), shutdown), env.registry, log.With("component", "ops"))
+		front.Go(func() error { return ops.Run(serveCtx) })
 	}
 	front.Go(func() error { announceReady(frontCtx, cfg.OnReady, edge, ops, back, log); return nil })
 	front.Go(func() error { onReload(frontCtx, cfg.Reload, edge, stopFront, log); return nil })
@@ -118,6 +151,18 @@ func Run(ctx context.Context, cfg Config, roles Roles) error {
 		log.Info("orderpipe stopped")
 	}
 	return err
+}
+
+// drain waits for ctx to end, turns draining on, waits d, and calls stop.
+func drain(ctx context.Context, d time.Duration, draining *atomic.Bool, stop func(), log *slog.Logger) {
+	<-ctx.Done()
+	draining.Store(true)
+	if d > 0 {
+		log.Info("shutting down: /readyz answers 503 while the listener drains", "drain", d)
+		t := time.NewTimer(d)
+		<-t.C
+	}
+	stop()
 }
 
 // onReload serves reload requests until ctx ends: the edge reloads its API

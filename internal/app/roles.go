@@ -7,8 +7,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/health"
+	"github.com/orderpipe/orderpipe/internal/kafkaobs"
+	"github.com/orderpipe/orderpipe/internal/lag"
 	"github.com/orderpipe/orderpipe/internal/membroker"
 	"github.com/orderpipe/orderpipe/internal/pglocal"
 	"github.com/orderpipe/orderpipe/internal/supervise"
@@ -30,6 +33,9 @@ func (c Config) withDefaults() (Config, *slog.Logger) {
 	}
 	if c.StopTimeout <= 0 {
 		c.StopTimeout = 30 * time.Second
+	}
+	if c.MaxViewLag == 0 {
+		c.MaxViewLag = DefaultMaxViewLag
 	}
 	if c.Restart.MaxBackoff == 0 {
 		// A broker back from a restart waits at most this for a processor.
@@ -113,7 +119,9 @@ func prepare(ctx context.Context, cfg *Config, roles Roles, log *slog.Logger) (_
 // prepareTopics creates (ensure) or checks the topics and returns the
 // replication factor the tables must have.
 func prepareTopics(ctx context.Context, brokers []string, tc topology.Config, ensure bool, log *slog.Logger) (int16, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	// Logs only: kprom's admin metrics belong to the lag collector's
+	// long-lived client.
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, kafkaobs.Opts(nil, "admin", log)...)...)
 	if err != nil {
 		return 0, fmt.Errorf("admin client: %w", err)
 	}
@@ -165,9 +173,39 @@ func checksOf(back []role) []health.Check {
 	return checks
 }
 
+// newLag builds the lag collector of every group of the topology and the
+// sink's, and of the edge's views when views is set, on an admin client of
+// its own (closed with e).
+func newLag(cfg Config, e *env, views []lag.View, log *slog.Logger) (*lag.Collector, error) {
+	opts := append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.ClientID(cfg.ClientID + "-admin")}, kafkaobs.Opts(e.registry, "admin", log)...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("lag admin client: %w", err)
+	}
+	e.cleanups = append(e.cleanups, cl.Close)
+	sinkGroup := cfg.Sink.Group
+	if sinkGroup == "" {
+		sinkGroup = pgsink.DefaultGroup
+	}
+	c, err := lag.New(lag.Config{
+		Groups:   []string{string(topology.OrdersGroup), string(topology.InventoryGroup), sinkGroup},
+		Views:    views,
+		Interval: cfg.LagInterval,
+	}, kadm.NewClient(cl), log)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.registry.Register(c); err != nil {
+		return nil, fmt.Errorf("register lag metrics: %w", err)
+	}
+	return c, nil
+}
+
 // build builds the roles of the process: the back roles (processor groups,
-// sink) and the edge (nil unless roles.Ingest).
-func build(cfg Config, roles Roles, e *env, log *slog.Logger) ([]role, *ingest.Edge, error) {
+// sink), the edge (nil unless roles.Ingest) with shutdown among its checks,
+// and the lag collector, registered in e.registry, whose Run the caller
+// runs.
+func build(cfg Config, roles Roles, e *env, shutdown health.Check, log *slog.Logger) ([]role, *ingest.Edge, *lag.Collector, error) {
 	var back []role
 	if roles.Process {
 		procs, err := processors.New(processors.Config{
@@ -175,7 +213,7 @@ func build(cfg Config, roles Roles, e *env, log *slog.Logger) ([]role, *ingest.E
 			Replication: e.replication, FetchWait: cfg.FetchWait, BrokerRetry: cfg.BrokerRetry,
 		}, processors.Deps{Registerer: e.registry, Logger: log.With("component", "goka")})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, g := range procs.Groups() {
 			back = append(back, role{name: g.Name() + " processor", run: g.Run, ready: g.Ready, status: new(supervise.Status), critical: true})
@@ -189,20 +227,29 @@ func build(cfg Config, roles Roles, e *env, log *slog.Logger) ([]role, *ingest.E
 		}
 		sink, err := pgsink.New(scfg, pgsink.Deps{Logger: log.With("component", "sink"), Registerer: e.registry})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		back = append(back, role{name: "postgres-sink", run: sink.Run, ready: sink.Health, status: new(supervise.Status)})
 	}
 	if !roles.Ingest {
-		return back, nil, nil
+		lagc, err := newLag(cfg, e, nil, log.With("component", "lag"))
+		return back, nil, lagc, err
 	}
-	checks := checksOf(back)
+	var edge *ingest.Edge // set below, before the collector runs
+	viewOf := func(name string, table goka.Table) lag.View {
+		return lag.View{Name: name, Topic: string(table), Next: func(ctx context.Context) map[int32]int64 { return edge.ViewNext(ctx, table) }}
+	}
+	lagc, err := newLag(cfg, e, []lag.View{viewOf("orders", topology.OrdersTable()), viewOf("inventory", topology.InventoryTable())}, log.With("component", "lag"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	checks := append(checksOf(back), shutdown, health.Check{Name: "view_lag", Fn: lagc.ViewsCheck(cfg.MaxViewLag)})
 	icfg := cfg.Ingest
 	icfg.Brokers, icfg.ClientID, icfg.Topology, icfg.Replication = e.brokers, cfg.ClientID, cfg.Topology, e.replication
 	icfg.DataDir, icfg.FetchWait = e.dataDir, cfg.FetchWait
-	edge, err := ingest.New(icfg, ingest.Deps{Logger: log.With("component", "edge"), Registry: e.registry, Checks: checks})
+	edge, err = ingest.New(icfg, ingest.Deps{Logger: log.With("component", "edge"), Registry: e.registry, Checks: checks})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return back, edge, nil
+	return back, edge, lagc, nil
 }

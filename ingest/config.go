@@ -1,12 +1,14 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net"
 	"time"
 
+	"github.com/orderpipe/orderpipe/saga"
 	"github.com/orderpipe/orderpipe/topology"
 )
 
@@ -113,6 +115,13 @@ type Config struct {
 	// RateBurst is how many requests a client may send at once before
 	// RateLimit applies. Default ceil(RateLimit), at least 1.
 	RateBurst int
+
+	// StoredAt, if set, tells GET /v1/orders/{id}?trace=1 when the sink
+	// stored an order's final version in Postgres (ok false: not yet); it
+	// is called once per traced final order, with a deadline, and must be
+	// safe for concurrent use (pgsink.StoredAtReader.StoredAt is). Default
+	// nil: the trace says the stored step is unknown and why.
+	StoredAt func(ctx context.Context, id saga.OrderID) (at time.Time, ok bool, err error)
 }
 
 // The documented defaults.

@@ -569,7 +569,17 @@ func newContract(t *testing.T, scopes map[string][]string) *contract {
 	// kin-openapi has no decoder for NDJSON; the registry is kin-openapi's
 	// own and registering replaces, so tests may call this again.
 	openapi3filter.RegisterBodyDecoder("application/x-ndjson", decodeNDJSON)
+	// Nor for the dashboard's files, which the document says are strings.
+	for _, ct := range []string{"text/html", "text/javascript", "text/css"} {
+		openapi3filter.RegisterBodyDecoder(ct, decodeText)
+	}
 	return &contract{doc: doc, router: router, scopes: scopes}
+}
+
+// decodeText reads a body as one string.
+func decodeText(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	b, err := io.ReadAll(body)
+	return string(b), err
 }
 
 // decodeNDJSON reads an NDJSON body as the array of its non-blank lines,
@@ -808,7 +818,10 @@ func TestOpenAPIContract(t *testing.T) {
 	for _, x := range []exchange{
 		get("confirmed order", "/v1/orders/"+id, "shop", 200, "", false),
 		get("confirmed order, wait", "/v1/orders/"+id+"?wait=2s", "shop", 200, "", false),
+		get("confirmed order, trace", "/v1/orders/"+id+"?trace=1", "shop", 200, "", false),
+		get("pending order, trace", "/v1/orders/"+pendingID+"?trace=1", "shop", 200, "", false),
 		get("rejected order", "/v1/orders/"+keyedID, "shop", 200, "", false),
+		get("rejected order, trace", "/v1/orders/"+keyedID+"?trace=true", "shop", 200, "", false),
 		get("pending order, wait 50ms", "/v1/orders/"+pendingID+"?wait=50ms", "shop", 200, "", false),
 		get("pending order, wait=0", "/v1/orders/"+pendingID+"?wait=0", "shop", 200, "", false),
 		replayed,
@@ -856,6 +869,11 @@ func TestOpenAPIContract(t *testing.T) {
 		{name: "readyz", method: "GET", path: "/readyz", status: 200},
 		{name: "metrics", method: "GET", path: "/metrics", status: 200},
 		{name: "openapi.json", method: "GET", path: "/openapi.json", status: 200},
+		{name: "dashboard", method: "GET", path: "/ui", status: 200},
+		{name: "dashboard script", method: "GET", path: "/ui/app.js", status: 200},
+		{name: "dashboard style", method: "GET", path: "/ui/style.css", status: 200},
+		{name: "dashboard, no such file", method: "GET", path: "/ui/nope.js", status: 404, typ: "not-found"},
+		{name: "front page", method: "GET", path: "/", status: 302, header: "Location", headerValue: "/ui"},
 		{name: "openapi.json revalidated", method: "GET", path: "/openapi.json", headers: []string{"If-None-Match", openAPIETag()}, status: 304},
 	} {
 		c.check(t, h, x)

@@ -102,6 +102,8 @@ type orderJSON struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	Version    uint64     `json:"version"`
+	// Trace is the order's journey, with ?trace=1 (see trace.go).
+	Trace []traceStep `json:"trace,omitempty"`
 }
 
 type itemJSON struct {
@@ -187,6 +189,9 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 	}
 	for i, l := range st.Lines {
 		out.Items[i] = itemJSON{SKU: l.SKU, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents}
+	}
+	if wantsTrace(ctx) {
+		out.Trace = e.trace(st)
 	}
 	e.writeJSON(ctx, fasthttp.StatusOK, out)
 }

@@ -60,6 +60,7 @@ func (r resource) pick(method []byte) (*route, string) {
 // routes are the edge's resources, built once by New.
 type routes struct {
 	orders, batch, order, stock, healthz, readyz, metrics, openapi resource
+	ui, uiAsset, root                                              resource
 }
 
 func (e *Edge) newRoutes() routes {
@@ -71,6 +72,9 @@ func (e *Edge) newRoutes() routes {
 		readyz:  resource{get: &route{"readyz", nil, e.readyz}},
 		metrics: resource{get: &route{"metrics", nil, e.serveMetrics}},
 		openapi: resource{get: &route{"openapi", nil, e.serveOpenAPI}},
+		ui:      resource{get: &route{"ui", nil, e.serveUI}},
+		uiAsset: resource{get: &route{"ui_asset", nil, e.serveUI}},
+		root:    resource{get: &route{"root", nil, e.redirectToUI}},
 		stock: resource{
 			get: &route{"get_stock", []string{ScopeOrdersRead, ScopeInventoryAdmin}, e.getStock},
 			put: &route{"put_stock", []string{ScopeInventoryAdmin}, e.putStock},
@@ -96,12 +100,18 @@ func (e *Edge) resolve(method, path []byte) (rt *route, param, allow string) {
 		res = e.routes.metrics
 	case "/openapi.json":
 		res = e.routes.openapi
+	case "/ui", "/ui/":
+		res = e.routes.ui
+	case "/":
+		res = e.routes.root
 	default:
 		var ok bool
 		if param, ok = pathParam(path, "/v1/orders/"); ok {
 			res = e.routes.order
 		} else if param, ok = pathParam(path, "/v1/inventory/"); ok {
 			res = e.routes.stock
+		} else if param, ok = pathParam(path, "/ui/"); ok {
+			res = e.routes.uiAsset
 		} else {
 			return nil, "", ""
 		}

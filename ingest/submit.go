@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -195,7 +196,7 @@ func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
 	overdue := time.AfterFunc(e.cfg.ProduceTimeout, func() {
 		if state.CompareAndSwap(recPending, recOverdue) {
 			e.doubt.add(rec.Topic, part, 1)
-			e.log.Warn("no answer from the broker within the produce timeout: outcome unknown", "topic", rec.Topic, "partition", part, "key", string(rec.Key))
+			e.log.Warn("no answer from the broker within the produce timeout: outcome unknown", "topic", rec.Topic, "partition", part, keyAttr(rec))
 			answer(errOutcomeUnknown)
 		}
 	})
@@ -209,13 +210,13 @@ func (e *Edge) produce(rec *kgo.Record, answer, verdict func(error)) {
 		}
 		e.metrics.observeProduce(r.Topic, err, time.Since(start))
 		if err != nil {
-			e.log.Debug("produce failed", "topic", r.Topic, "key", string(r.Key), "err", err)
+			e.log.Debug("produce failed", "topic", r.Topic, keyAttr(r), "err", err)
 		}
 		if state.CompareAndSwap(recPending, recDone) {
 			answer(err)
 		} else {
 			e.doubt.add(rec.Topic, part, -1)
-			e.log.Info("the broker answered for a record in doubt", "topic", r.Topic, "key", string(r.Key), "stored", err == nil, "after", time.Since(start).Round(time.Millisecond))
+			e.log.Info("the broker answered for a record in doubt", "topic", r.Topic, keyAttr(r), "stored", err == nil, "after", time.Since(start).Round(time.Millisecond))
 		}
 		if verdict != nil {
 			verdict(err)
@@ -234,4 +235,14 @@ func produceProblem(err error) *problem {
 		return overloaded("the broker is not keeping up; retry later")
 	}
 	return outcomeUnknown()
+}
+
+// keyAttr names a produced record's key for a log line: the order id of an
+// order (orders.submitted), so that every line about an order carries
+// order_id, else the SKU (inventory.commands).
+func keyAttr(r *kgo.Record) slog.Attr {
+	if r.Topic == string(topology.OrdersSubmitted) {
+		return slog.String("order_id", string(r.Key))
+	}
+	return slog.String("sku", string(r.Key))
 }

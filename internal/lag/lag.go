@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // View is a table view whose lag is measured: Topic is the table topic it
@@ -169,6 +170,9 @@ func (c *Collector) readGroups(ctx context.Context) (map[string]map[string]map[i
 	out := map[string]map[string]map[int32]int64{}
 	var errs []error
 	for _, l := range lags {
+		if errors.Is(l.Error(), kerr.GroupIDNotFound) {
+			continue // it has not committed yet: no lag to report
+		}
 		if err := l.Error(); err != nil {
 			errs = append(errs, fmt.Errorf("lag of group %s: %w", l.Group, err))
 			continue

@@ -339,7 +339,7 @@ func (p *Processor) replayed() {
 }
 
 func (p *Processor) deadLetter(ctx goka.Context, raw []byte, err error) {
-	p.log.Warn("orders record sent to the dead-letter topic", "topic", ctx.Topic(), "key", ctx.Key(), "partition", ctx.Partition(), "offset", ctx.Offset(), "err", err)
+	p.log.Warn("orders record sent to the dead-letter topic", "topic", ctx.Topic(), "order_id", ctx.Key(), "partition", ctx.Partition(), "offset", ctx.Offset(), "err", err)
 	if p.metrics != nil {
 		p.metrics.DeadLetter()
 	}

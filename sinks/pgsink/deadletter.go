@@ -2,6 +2,7 @@ package pgsink
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -52,7 +53,7 @@ func (s *Sink) sendDeadLetters(ctx context.Context, cl *kgo.Client, dead []deadL
 				continue
 			}
 			s.stats.deadLetters.Add(1)
-			s.log.Warn("record sent to the dead-letter topic", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset, "reason", d.reason)
+			s.log.Warn("record sent to the dead-letter topic", "topic", d.rec.Topic, "partition", d.rec.Partition, "offset", d.rec.Offset, keyAttr(d.rec), "reason", d.reason)
 		}
 		if len(failed) == 0 {
 			return nil
@@ -68,4 +69,13 @@ func (s *Sink) sendDeadLetters(ctx context.Context, cl *kgo.Client, dead []deadL
 		dead = failed
 	}
 	return nil
+}
+
+// keyAttr names a changelog record's key for a log line: order_id for the
+// orders table, so that every line about an order carries it, else sku.
+func keyAttr(r *kgo.Record) slog.Attr {
+	if r.Topic == string(topology.OrdersTable()) {
+		return slog.String("order_id", string(r.Key))
+	}
+	return slog.String("sku", string(r.Key))
 }

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,12 @@ const (
 // be inside a transaction. A database migrated by a newer build, with more
 // migrations than this one knows, is an error.
 func Migrate(ctx context.Context, conn *pgx.Conn) (err error) {
+	return migrateSchema(ctx, conn, nil)
+}
+
+// migrateSchema is Migrate, saying on log (if not nil) which migration it
+// applies, n of m, so that a long one shows in the log while it runs.
+func migrateSchema(ctx context.Context, conn *pgx.Conn, log *slog.Logger) (err error) {
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey); err != nil {
 		return fmt.Errorf("migrate schema: take advisory lock: %w", err)
 	}
@@ -63,6 +70,11 @@ func Migrate(ctx context.Context, conn *pgx.Conn) (err error) {
 	if err := m.LoadMigrations(files); err != nil {
 		return fmt.Errorf("migrate schema: load embedded migrations: %w", err)
 	}
+	if log != nil {
+		m.OnStart = func(seq int32, name, direction, _ string) {
+			log.Info(fmt.Sprintf("applying schema migration %d/%d: %s", seq, len(m.Migrations), name), "direction", direction)
+		}
+	}
 	if err := m.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
@@ -71,7 +83,10 @@ func Migrate(ctx context.Context, conn *pgx.Conn) (err error) {
 
 // MigrateURL connects to the database at url, runs Migrate on it and closes
 // the connection.
-func MigrateURL(ctx context.Context, url string) error {
+func MigrateURL(ctx context.Context, url string) error { return migrateURL(ctx, url, nil) }
+
+// migrateURL is MigrateURL with migrateSchema's progress lines on log.
+func migrateURL(ctx context.Context, url string, log *slog.Logger) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		// pgx's error names host and database but not the password.
@@ -82,5 +97,5 @@ func MigrateURL(ctx context.Context, url string) error {
 		defer cancel()
 		conn.Close(cctx)
 	}()
-	return Migrate(ctx, conn)
+	return migrateSchema(ctx, conn, log)
 }

@@ -261,7 +261,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	go func() { defer close(pinged); s.ping(pingCtx) }()
 	defer func() { stopPing(); <-pinged }()
 	if s.cfg.Migrate {
-		if err := MigrateURL(ctx, s.cfg.PostgresURL); err != nil {
+		if err := migrateURL(ctx, s.cfg.PostgresURL, s.log); err != nil {
 			return err
 		}
 		s.log.Info("schema migrations applied")

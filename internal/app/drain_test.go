@@ -41,8 +41,8 @@ func TestShutdownDrainsBeforeTheListenerCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "http://" + p.Addr
-	if code, body, err := get(base + "/readyz"); err != nil || code != http.StatusOK {
-		t.Fatalf("/readyz before the shutdown: got %d %s (%v), want 200", code, body, err)
+	if code, body, err := get(base + "/readyz"); err != nil || code != http.StatusOK || !strings.Contains(body, `"view_lag":"ok"`) {
+		t.Fatalf("/readyz before the shutdown: got %d %s (%v), want 200 with view_lag ok", code, body, err)
 	}
 	resp, err := http.Post(base+"/v1/orders", "application/json",
 		strings.NewReader(`{"customer_id":"c1","currency":"EUR","items":[{"sku":"sku-1","quantity":1,"unit_price_cents":100}]}`))

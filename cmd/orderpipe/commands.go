@@ -141,6 +141,8 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 	if roles.Sink {
 		fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL URL (also DATABASE_URL); empty starts a throwaway local server")
 		fs.StringVar(&cfg.Sink.Group, "sink-group", "orderpipe-sink", "consumer group of the sink")
+	} else if roles.Ingest {
+		fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL URL of the sink's database (also DATABASE_URL), read only by GET /v1/orders/{id}?trace=1 for when an order was stored; empty: the trace says it cannot tell")
 	}
 	if roles.Process {
 		durationFlag(fs, &cfg.BrokerRetry, "broker-retry", processors.DefaultBrokerRetry, "how long the processors' producers keep retrying while no broker answers (a broker restart) before a processor is rebuilt")

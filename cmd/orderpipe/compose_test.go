@@ -53,7 +53,7 @@ services:
     command: ["ingest", "--listn", "0.0.0.0:8080", "--data-dir"]
     environment:
       <<: *env
-      ORDERPIPE_POSTGRES_URL: postgres://db/orderpipe
+      ORDERPIPE_SINK_GROUP: orderpipe-sink
     ports: ["8080:8080"]
     depends_on:
       redpanda: {condition: service_healthy}
@@ -87,7 +87,7 @@ backend edges
 	for _, want := range []string{
 		"service edge: orderpipe ingest has no flag --listn",
 		"service edge: --data-dir needs a value",
-		"service edge: environment ORDERPIPE_POSTGRES_URL matches no flag of orderpipe ingest",
+		"service edge: environment ORDERPIPE_SINK_GROUP matches no flag of orderpipe ingest",
 		`service edge: port "8080:8080" is published on host IP ""`,
 		"service edge: waits for redpanda to be service_healthy, but redpanda has no healthcheck",
 		"service edge: waits for topics to complete, but topics is not a one-shot job",

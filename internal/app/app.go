@@ -40,7 +40,10 @@ type Config struct {
 	// started (not durable; loudly logged).
 	Brokers []string
 	// PostgresURL is the sink's database. Empty: a throwaway local PostgreSQL
-	// is started from the installed server binaries and removed on exit.
+	// is started from the installed server binaries and removed on exit. The
+	// edge reads it too, for the stored step of ?trace=1: without the sink
+	// in the process, that is all it is for (empty: no database, no
+	// throwaway one).
 	PostgresURL string
 	// DataDir is where Goka keeps table state. Empty: a temporary dir removed
 	// on exit (tables are then recovered from their changelogs at each start).

@@ -247,6 +247,16 @@ func build(cfg Config, roles Roles, e *env, shutdown health.Check, log *slog.Log
 	icfg := cfg.Ingest
 	icfg.Brokers, icfg.ClientID, icfg.Topology, icfg.Replication = e.brokers, cfg.ClientID, cfg.Topology, e.replication
 	icfg.DataDir, icfg.FetchWait = e.dataDir, cfg.FetchWait
+	if icfg.StoredAt == nil && e.postgresURL != "" {
+		// The sink's database (run) or --postgres-url (ingest): the
+		// stored step of ?trace=1.
+		r, err := pgsink.NewStoredAtReader(e.postgresURL)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		e.cleanups = append(e.cleanups, r.Close)
+		icfg.StoredAt = r.StoredAt
+	}
 	edge, err = ingest.New(icfg, ingest.Deps{Logger: log.With("component", "edge"), Registry: e.registry, Checks: checks})
 	if err != nil {
 		return nil, nil, nil, err

@@ -80,6 +80,16 @@ type Config struct {
 	ProduceTimeout time.Duration
 	// MaxWait caps ?wait= on GET /v1/orders/{id}. Default 30s.
 	MaxWait time.Duration
+	// LookupTimeout bounds the lookup of an order that the orders view does
+	// not show, which asks the broker whether it exists (see
+	// docs/read-your-writes.md): a GET that cannot be decided within it
+	// gets 503 + Retry-After, never a guessed 404. Default 500ms.
+	LookupTimeout time.Duration
+	// LookupMaxScan caps the records of orders.submitted that one lookup
+	// reads per partition: those the orders processor has not committed
+	// yet. Further behind, an unknown order gets 503 instead of 404.
+	// Default 20000.
+	LookupMaxScan int
 
 	// ReadTimeout bounds reading one request, headers and body, which cuts
 	// slowloris clients. Default 5s.
@@ -136,6 +146,8 @@ const (
 	DefaultMaxInFlightPerSKU = 128
 	DefaultProduceTimeout    = 5 * time.Second
 	DefaultMaxWait           = 30 * time.Second
+	DefaultLookupTimeout     = 500 * time.Millisecond
+	DefaultLookupMaxScan     = 20000
 	DefaultReadTimeout       = 5 * time.Second
 	DefaultWriteTimeout      = 35 * time.Second
 	DefaultIdleTimeout       = 30 * time.Second
@@ -164,6 +176,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxInFlightPerSKU, DefaultMaxInFlightPerSKU)
 	setDefault(&c.ProduceTimeout, DefaultProduceTimeout)
 	setDefault(&c.MaxWait, DefaultMaxWait)
+	setDefault(&c.LookupTimeout, DefaultLookupTimeout)
+	setDefault(&c.LookupMaxScan, DefaultLookupMaxScan)
 	setDefault(&c.ReadTimeout, DefaultReadTimeout)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
@@ -207,12 +221,13 @@ func (c Config) Validate() error {
 	check(c.MaxItems < 0 || c.MaxItems > maxItemsLimit, "max items must be in 1..%d, got %d", maxItemsLimit, c.MaxItems)
 	check(c.MaxQuantity > maxQuantityLimit, "max quantity must be in 1..%d, got %d", maxQuantityLimit, c.MaxQuantity)
 	check(c.MaxInFlight < 0, "max in flight must be positive, got %d", c.MaxInFlight)
+	check(c.LookupMaxScan < 0, "lookup max scan must be positive, got %d", c.LookupMaxScan)
 	check(c.MaxInFlightPerSKU < 0, "max in flight per sku must be positive, got %d", c.MaxInFlightPerSKU)
 	for _, d := range []struct {
 		name string
 		d    time.Duration
 	}{
-		{"produce timeout", c.ProduceTimeout}, {"max wait", c.MaxWait}, {"read timeout", c.ReadTimeout},
+		{"produce timeout", c.ProduceTimeout}, {"max wait", c.MaxWait}, {"lookup timeout", c.LookupTimeout}, {"read timeout", c.ReadTimeout},
 		{"write timeout", c.WriteTimeout}, {"idle timeout", c.IdleTimeout}, {"shutdown timeout", c.ShutdownTimeout},
 	} {
 		check(d.d < 0, "%s must be positive, got %s", d.name, d.d)

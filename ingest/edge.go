@@ -28,6 +28,7 @@ import (
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/internal/supervise"
+	"github.com/orderpipe/orderpipe/processors"
 	"github.com/orderpipe/orderpipe/saga"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -93,6 +94,12 @@ type Edge struct {
 	doubt   *doubt
 	waiters *waiters
 	metrics *metrics
+	// progress is how far the orders view has applied the table, and
+	// probes asks the broker about orders the view does not show: both
+	// for read-your-writes on any edge (see resolveUnseen).
+	progress *viewProgress
+	probes   *prober
+	lookups  *lookupMetrics
 
 	routes      routes
 	promHandler fasthttp.RequestHandler
@@ -129,7 +136,11 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	vc := cfg.viewsConfig(log)
 	var e *Edge // set below, before any view runs
 	orders := &tableView{name: "orders view", log: log, open: func() (*goka.View, func() error, error) {
-		return vc.OpenOrdersView(func(key string, value []byte) { e.orderUpdated(key, value) })
+		return vc.OpenOrdersView(e.viewUpdated)
+	}, onRunning: func(v *goka.View) {
+		// Partitions that were up to date on disk apply nothing, and so
+		// tell orderUpdated nothing.
+		e.progress.floor(processors.RecoveredOffsets(v))
 	}}
 	stock := &tableView{name: "inventory view", log: log, open: func() (*goka.View, func() error, error) {
 		return vc.OpenInventoryView(nil)
@@ -191,6 +202,7 @@ func build(cfg Config, deps Deps, w wiring) (*Edge, error) {
 		idem:      newIdempotency(cfg.MaxInFlight),
 		doubt:     newDoubt(),
 		waiters:   newWaiters(),
+		progress:  newViewProgress(cfg.Topology.Partitions),
 		listening: make(chan struct{}),
 		stopping:  make(chan struct{}),
 	}
@@ -222,6 +234,10 @@ func build(cfg Config, deps Deps, w wiring) (*Edge, error) {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	e.metrics = m
+	if e.lookups, err = newLookupMetrics(reg); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	e.probes = newProber(w.producer, cfg, e.lookups)
 	e.promHandler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: 4,
@@ -411,10 +427,19 @@ func (e *Edge) Addr() string {
 // Such a server should set the limits Run sets.
 func (e *Edge) Handler() fasthttp.RequestHandler { return e.handler }
 
-// orderUpdated is called with every record the orders view applies (New
-// wires it as the view's processors.UpdateFunc); value is only read during
-// the call. It frees the admission slot of an order that turned final and
-// wakes the ?wait= requests waiting on it. It never blocks.
+// viewUpdated is called with every record the orders view applies, at
+// offset of partition (New wires it as the view's processors.UpdateFunc);
+// value is only read during the call. It records the view's progress for
+// lookups, then tells orderUpdated. It never blocks.
+func (e *Edge) viewUpdated(partition int32, offset int64, key string, value []byte) {
+	e.progress.applied(partition, offset)
+	e.orderUpdated(key, value)
+}
+
+// orderUpdated is told about every order state the orders view applies;
+// value is only read during the call. It frees the admission slot of an
+// order that turned final and wakes the ?wait= requests waiting on it. It
+// never blocks.
 func (e *Edge) orderUpdated(key string, value []byte) {
 	e.idem.visible(key)
 	if value != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ type harness struct {
 	orders   *goka.View
 	stock    *goka.View
 	reg      *prometheus.Registry
+	opt      options
 	edge     *Edge
 	http     *fasthttp.HostClient
 	// stopEdge ends Run and returns its error.
@@ -63,6 +65,11 @@ type options struct {
 	checks     []Check
 	// log, if set, is the edge's logger.
 	log *slog.Logger
+	// dropUpdates, while true, keeps the orders view's updates from the
+	// edge: its view progress stands still.
+	dropUpdates *atomic.Bool
+	// dataDir, if set, holds the views' state instead of a fresh dir.
+	dataDir string
 }
 
 func newHarness(t testing.TB, opt options) *harness {
@@ -72,7 +79,7 @@ func newHarness(t testing.TB, opt options) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
-	h := &harness{t: t, cluster: cluster, brokers: cluster.ListenAddrs(), topology: topology.DefaultConfig(), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, cluster: cluster, brokers: cluster.ListenAddrs(), topology: topology.DefaultConfig()}
 	h.topology.Partitions = testPartitions
 
 	h.writer = h.newClient()
@@ -83,12 +90,32 @@ func newHarness(t testing.TB, opt options) *harness {
 		t.Fatal(err)
 	}
 
-	vcfg := processors.Config{Brokers: h.brokers, DataDir: t.TempDir(), Topology: h.topology, Logger: testlog.New()}
+	h.opt = opt
+	h.buildEdge()
+	return h
+}
+
+// buildEdge builds views, a producer and an edge on h's cluster, and runs
+// them as h.opt says. A harness that shares the cluster of another gets an
+// edge of its own (see secondEdge).
+func (h *harness) buildEdge() {
+	t, opt := h.t, h.opt
+	var err error
+	dir := opt.dataDir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	vcfg := processors.Config{Brokers: h.brokers, DataDir: dir, Topology: h.topology, Logger: testlog.New()}
 	// The edge is built after the views but its orderUpdated is needed by
 	// the orders view: route the callback through h.edge, set below before
 	// any view runs.
 	var closeOrders, closeStock func() error
-	if h.orders, closeOrders, err = vcfg.OpenOrdersView(func(key string, value []byte) { h.edge.orderUpdated(key, value) }); err != nil {
+	if h.orders, closeOrders, err = vcfg.OpenOrdersView(func(p int32, off int64, key string, value []byte) {
+		if opt.dropUpdates != nil && opt.dropUpdates.Load() {
+			return
+		}
+		h.edge.viewUpdated(p, off, key, value)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if h.stock, closeStock, err = vcfg.OpenInventoryView(nil); err != nil {
@@ -119,6 +146,7 @@ func newHarness(t testing.TB, opt options) *harness {
 	if log == nil {
 		log = testlog.New()
 	}
+	h.reg = prometheus.NewRegistry()
 	h.edge, err = build(cfg, Deps{Logger: log, Registry: h.reg, Checks: opt.checks}, wiring{producer: h.producer, orders: orders, stock: h.stock})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +155,15 @@ func newHarness(t testing.TB, opt options) *harness {
 		h.startViews()
 	}
 	h.startEdge()
-	return h
+}
+
+// secondEdge is another edge on h's cluster, with its own producer, views
+// and data dir, built with opt (its cfg's cluster settings are h's).
+func (h *harness) secondEdge(opt options) *harness {
+	h.t.Helper()
+	b := &harness{t: h.t, cluster: h.cluster, brokers: h.brokers, topology: h.topology, writer: h.writer, adm: h.adm, opt: opt}
+	b.buildEdge()
+	return b
 }
 
 func (h *harness) newClient(opts ...kgo.Opt) *kgo.Client {
@@ -153,6 +189,8 @@ func (h *harness) startViews() {
 		}
 		return nil
 	})
+	// What tableView's onRunning does for the views New builds.
+	h.edge.progress.floor(processors.RecoveredOffsets(h.orders))
 }
 
 func (h *harness) startEdge() {

@@ -91,6 +91,9 @@ type tableView struct {
 	// caughtUp: the view has caught up with its table once in this
 	// process, so its local copy is worth serving while it reconnects.
 	caughtUp atomic.Bool
+	// onRunning, if set, is called with each view Run builds once it is
+	// running (has recovered), on a goroutine Run owns.
+	onRunning func(*goka.View)
 }
 
 // Get reads key from the current view.
@@ -160,6 +163,19 @@ func (v *tableView) Run(ctx context.Context) error {
 		}()
 		v.cur.Store(view)
 		defer v.cur.Store(nil)
+		if v.onRunning != nil {
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				select {
+				case <-view.WaitRunning():
+					v.onRunning(view)
+				case <-rctx.Done():
+				}
+			}()
+			defer func() { cancel(); <-done }()
+		}
 		if err := view.Run(ctx); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("%s: %w", v.name, err)
 		}

@@ -159,17 +159,14 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 	if err == nil && st == nil {
 		// Read-your-writes on the edge that took the order: its 202 was
 		// sent, the view has not shown it yet.
-		st = e.acceptedHere(id, c)
+		if st = e.acceptedHere(id, c); st != nil {
+			e.lookups.observe(lookupOwn, 0)
+		}
 	}
 	switch {
 	case err != nil:
 		e.log.Warn("orders view lookup failed", "order_id", id, "err", err)
 		writeProblem(ctx, notReady("the orders view cannot be read"))
-		return
-	case st == nil && !e.orders.Recovered():
-		// A view that reconnects may lack an order accepted meanwhile:
-		// only a caught-up view can say an order does not exist.
-		writeProblem(ctx, notReady("the orders view is reconnecting to the broker: it cannot tell yet whether order "+id+" exists"))
 		return
 	case st == nil && stopped:
 		// The wait was cut short: the order may be one this view has not
@@ -178,8 +175,12 @@ func (e *Edge) getOrder(ctx *fasthttp.RequestCtx, c *client, param string) {
 		writeProblem(ctx, unavailable("shutting-down", "Shutting down", "this edge is stopping before it could see order "+id+"; retry"))
 		return
 	case st == nil:
-		writeProblem(ctx, notFound("there is no order "+id))
-		return
+		// Read-your-writes on any edge: another edge (or this one before a
+		// restart) may have accepted it. The broker tells, or 503.
+		if st, p = e.resolveUnseen(id, c); p != nil {
+			writeProblem(ctx, p)
+			return
+		}
 	}
 	out := orderJSON{
 		OrderID: id, Status: st.Status.String(), Reason: st.Reason,
@@ -231,6 +232,12 @@ func (e *Edge) acceptedHere(id string, c *client) *saga.OrderState {
 	if sub == nil || (!c.anyScope && sub.ClientID != c.id) {
 		return nil
 	}
+	return pendingState(sub)
+}
+
+// pendingState is the order submitted as sub as the orders processor will
+// first write it: pending, version 1, created and updated when submitted.
+func pendingState(sub *saga.OrderSubmitted) *saga.OrderState {
 	// The wire keeps microseconds: the time as the view will show it.
 	at := sub.SubmittedAt.Truncate(time.Microsecond)
 	st := &saga.OrderState{

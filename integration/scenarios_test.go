@@ -22,6 +22,7 @@ func scenarios() []scenario {
 		{name: "replay", run: testReplay},
 		{name: "idempotency", run: testIdempotency},
 		{name: "scale-out", run: testScaleOut},
+		{name: "read-your-writes", run: testReadYourWrites},
 		{name: "processes", run: testProcesses},
 		{name: "broker-kill-run", run: testBrokerKillRun, restartsBroker: true},
 	}

@@ -5,6 +5,7 @@
 package processors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -288,9 +289,32 @@ func (c Config) processorOptions(group goka.Group, storageFailed func(error)) ([
 	}, nil
 }
 
-// UpdateFunc is told about every record a view applies. value is nil for a
-// deletion and is only valid during the call.
-type UpdateFunc func(key string, value []byte)
+// UpdateFunc is told about every record a view applies, after the view's
+// storage holds it: its partition and offset in the table topic, its key,
+// and its value, which is nil for a deletion and is only valid during the
+// call. It is called during recovery as well as afterwards, on the goroutine
+// of the record's partition, and must not block.
+type UpdateFunc func(partition int32, offset int64, key string, value []byte)
+
+// RecoveredOffsets returns, by partition, the offset of v's table up to which
+// v had applied every record when the partition finished recovering: the
+// partition's high watermark as recovery read it. It is the only trace of a
+// partition that was up to date in local storage at start, for which the
+// view applies nothing and so calls no UpdateFunc. Partitions that have not
+// finished recovering are left out; once v is running (View.WaitRunning),
+// every partition is there.
+func RecoveredOffsets(v *goka.View) map[int32]int64 {
+	out := map[int32]int64{}
+	for p, st := range v.Stats(context.Background()).Partitions {
+		// RecoveryTime is set once recovery applied everything below Hwm;
+		// Status may already say Connecting again, as a view moves on from
+		// recovery to catching up.
+		if st != nil && st.Recovery != nil && !st.Recovery.RecoveryTime.IsZero() {
+			out[p] = st.Recovery.Hwm
+		}
+	}
+	return out
+}
 
 // OpenView builds a view of table that calls onUpdate (may be nil) after
 // every applied record. Views hold every partition, so they serve reads for
@@ -337,7 +361,7 @@ func (c Config) OpenView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc
 			if err := goka.DefaultUpdate(ctx, s, key, value); err != nil {
 				return err
 			}
-			onUpdate(key, value)
+			onUpdate(ctx.Partition(), ctx.Offset(), key, value)
 			return nil
 		}))
 	}

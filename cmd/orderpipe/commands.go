@@ -134,6 +134,8 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 		fs.IntVar(&cfg.Ingest.MaxInFlight, "max-in-flight", ingest.DefaultMaxInFlight, "orders accepted by this edge and not final yet, above which new orders get 503")
 		fs.IntVar(&cfg.Ingest.MaxInFlightPerSKU, "max-in-flight-per-sku", ingest.DefaultMaxInFlightPerSKU, "order lines of one SKU in flight from this edge, above which new orders for it get 503")
 		durationFlag(fs, &cfg.Ingest.ProduceTimeout, "produce-timeout", ingest.DefaultProduceTimeout, "bound on the answer to an order: 202 once the broker acked, 503 when the record certainly was not stored, 504 when a broker took it and did not answer")
+		durationFlag(fs, &cfg.Ingest.LookupTimeout, "lookup-timeout", ingest.DefaultLookupTimeout, "bound on a GET of an order this edge's view does not show yet, which asks the broker whether it exists: 503 + Retry-After when it cannot tell in time, never a guessed 404")
+		fs.IntVar(&cfg.Ingest.LookupMaxScan, "lookup-max-scan", ingest.DefaultLookupMaxScan, "records of a partition not yet committed by the orders processor that such a GET reads; further behind, an unknown order gets 503 instead of 404")
 		fs.Int64Var(&cfg.MaxViewLag, "max-view-lag", app.DefaultMaxViewLag, "records a view may be behind its table on a partition before /readyz says degraded (view_lag)")
 		durationFlag(fs, &cfg.ShutdownDrain, "shutdown-drain", 2*time.Second, "on SIGTERM, how long /readyz answers 503 before the listener closes, for the load balancer to notice (above its check interval x fall)")
 	}

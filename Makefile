@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME  ?= 30s
 
 
-.PHONY: api-doc all build run test faults lint vet fmt bench bench-more fuzz clean up down pg-setup lb-setup pgha-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
+.PHONY: api-doc all build run test faults lint vet fmt bench bench-more fuzz clean up down pg-setup lb-setup pgha-setup ui-setup pg-ha pg-ha-down lb lb-down kafka-up kafka-down
 
 all: build
 
@@ -24,7 +24,7 @@ run: pg-setup build
 ## test: the whole suite with the race detector: real Postgres; the scenario
 ## suite on the in-process broker and on a real Apache Kafka (fetched with
 ## Maven on first use), verbosely, so it says what ran on which broker.
-test: pg-setup lb-setup pgha-setup
+test: pg-setup lb-setup pgha-setup ui-setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v -e '/integration$$' -e '/faults$$')
 	@if { command -v java && command -v mvn; } >/dev/null || [ "$$CI" = true ]; then \
@@ -48,6 +48,10 @@ lb-setup:
 
 pgha-setup:
 	@scripts/ensure-patroni.sh >/dev/null
+
+## ui-setup: Debian's chromium, for the dashboard's headless browser test.
+ui-setup:
+	@scripts/ensure-chromium.sh >/dev/null
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi

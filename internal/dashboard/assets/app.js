@@ -62,15 +62,15 @@ function matches(labels, want) {
   return true;
 }
 
-// sum adds the samples of name whose labels match want; null if the
-// process exports no such sample.
+// sum adds the samples of name whose labels match want: 0 if the process
+// exports name but no such series (a counter that never counted one), null
+// if it does not export name at all.
 function sum(metrics, name, want) {
   const samples = metrics.get(name);
   if (!samples) return null;
-  let total = null;
+  let total = 0;
   for (const s of samples) {
-    if (!matches(s.labels, want) || Number.isNaN(s.value)) continue;
-    total = (total || 0) + s.value;
+    if (matches(s.labels, want) && !Number.isNaN(s.value)) total += s.value;
   }
   return total;
 }
@@ -205,13 +205,15 @@ function drawSpark(id, values) {
   if (!svg) return;
   const max = Math.max(1e-9, ...values);
   const n = values.length;
-  const pts = values.map((v, i) => `${(n === 1 ? 120 : (i * 120) / (SPARK_POINTS - 1)).toFixed(1)},${(27 - (v / max) * 25).toFixed(1)}`).join(" ");
   svg.replaceChildren();
-  if (n === 0) return;
+  if (n < 2) return;
+  // The newest point at the right edge; the series fills the width until
+  // it has SPARK_POINTS points, then scrolls.
+  const step = 120 / (n - 1);
+  const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(27 - (v / max) * 25).toFixed(1)}`).join(" ");
   const ns = "http://www.w3.org/2000/svg";
   const area = document.createElementNS(ns, "polygon");
-  const lastX = n === 1 ? 120 : ((n - 1) * 120) / (SPARK_POINTS - 1);
-  area.setAttribute("points", `0,28 ${pts} ${lastX.toFixed(1)},28`);
+  area.setAttribute("points", `0,28 ${pts} 120,28`);
   area.setAttribute("class", "area");
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", pts);
@@ -286,7 +288,7 @@ function renderLag(m) {
   const views = groupSum(m, "orderpipe_view_lag_records", ["view"]);
   views.sort((a, b) => a.labels.view.localeCompare(b.labels.view));
   for (const v of views) {
-    rows.push(el("tr", { "data-lag": "view" }, el("td", {}, "view " + v.labels.view), el("td", { class: "muted" }, "table"), el("td", { class: "num " + lagClass(v.value) }, fmtCount(v.value))));
+    rows.push(el("tr", { "data-lag": "view" }, el("td", {}, "view " + v.labels.view), el("td", { class: "muted" }, "changelog"), el("td", { class: "num " + lagClass(v.value) }, fmtCount(v.value))));
   }
   if (rows.length === 0) rows.push(el("tr", {}, el("td", { colSpan: 3, class: "muted" }, NONE + " (this process exports no lag metrics)")));
   $("lag-body").replaceChildren(...rows);
@@ -300,7 +302,11 @@ function lagClass(v) {
 
 function renderDLQ(m) {
   const parts = [];
-  for (const g of groupSum(m, "orderpipe_processor_dead_letters_total", ["group"])) parts.push(["processor " + g.labels.group, g.value]);
+  const groups = groupSum(m, "orderpipe_processor_dead_letters_total", ["group"]);
+  for (const g of groups) parts.push(["processor " + g.labels.group, g.value]);
+  // The counter has a series per group once one dead-letters; until then a
+  // process that runs the processors shows 0 for them.
+  if (groups.length === 0 && m.has("orderpipe_orders_final_total")) parts.push(["processors", 0]);
   const sink = sum(m, "orderpipe_sink_dead_letters_total");
   if (sink !== null) parts.push(["postgres sink", sink]);
   const total = parts.length ? parts.reduce((a, p) => a + p[1], 0) : null;

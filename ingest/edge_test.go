@@ -129,7 +129,10 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		status       int
 		allow        string
 	}{
-		{"GET", "/", 404, ""},
+		{"GET", "/nope", 404, ""},
+		{"GET", "/ui/a/b", 404, ""},
+		{"GET", "/ui/nope.js", 404, ""},
+		{"POST", "/ui", 405, "GET, HEAD"},
 		{"GET", "/v1/order", 404, ""},
 		{"GET", "/v1/orders/a/b", 404, ""},
 		{"GET", "/v1/orders/", 404, ""},

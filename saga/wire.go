@@ -21,6 +21,9 @@ const (
 	// AnsweredAt). OrderState.Encode writes it only for a state that has
 	// one: a state without them stays version 1, readable by decoders that
 	// know only that, and every value keeps one encoding.
+	// Upgrade the orders table's readers (edges, sink) before the orders
+	// processor: a reader that knows only version 1 refuses version 2
+	// states (the sink dead-letters them).
 	orderStateV2 byte = 2
 )
 

@@ -167,6 +167,8 @@ func (p *pipeline) load(ctx context.Context) error {
 			return nil
 		case err != nil:
 			return err
+		case code == 503 || code == 429:
+			continue // shed: the edge may do that on a busy machine
 		case code != 202:
 			return fmt.Errorf("order %d: got %d %v, want 202", n, code, body)
 		}

@@ -77,10 +77,11 @@ bench-more: pg-setup
 	$(GO) test -run=NONE -bench='BenchmarkEndToEnd|BenchmarkOverload|BenchmarkLatency' -benchtime=1x -count=1 -timeout 40m ./bench/
 	$(GO) test -run=NONE -bench='BenchmarkPostOrder|BenchmarkSinkBatch' -benchtime=1x -count=1 ./ingest/ ./sinks/pgsink/
 
-## fuzz: each fuzz target for FUZZTIME.
+## fuzz: each fuzz target for FUZZTIME, one after the other (plain `go test`, so `make test`, runs their seed corpora).
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./saga/
-	$(GO) test -run=NONE -fuzz=FuzzDecodeOrder -fuzztime=$(FUZZTIME) ./ingest/
+	$(GO) test -run=NONE -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -timeout=0 ./saga/
+	$(GO) test -run=NONE -fuzz='^FuzzDecodeOrder$$' -fuzztime=$(FUZZTIME) -timeout=0 ./ingest/
+	$(GO) test -run=NONE -fuzz='^FuzzEdgeRequest$$' -fuzztime=$(FUZZTIME) -timeout=0 ./ingest/
 
 ## up: Redpanda, Console, Postgres and the roles behind HAProxy (needs Docker).
 up: deploy/keys/api-keys

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -59,13 +60,14 @@ func (f *fieldErrors) add(field, format string, args ...any) {
 // to answer with: malformed-json for input that is not JSON, invalid-order
 // listing every broken rule otherwise.
 func decodeOrder(data []byte, lim limits) (*orderInput, *problem) {
-	s := &scanner{buf: data}
+	if len(bytes.TrimLeft(data, " \t\r\n")) == 0 {
+		return nil, malformedJSON("the body is empty; want a JSON object")
+	}
+	s := newScanner(data)
+	defer s.release()
 	switch s.peek() {
 	case '{':
 	case 0:
-		if s.atEnd() {
-			return nil, malformedJSON("the body is empty; want a JSON object")
-		}
 		return nil, malformedJSON(s.unexpected("a JSON object").Error())
 	default:
 		if err := s.skipValue(0); err != nil {
@@ -96,29 +98,44 @@ func (s *scanner) order(lim limits) (*orderInput, fieldErrors, error) {
 		// case folding) and unique (no "last one wins").
 		seen [3]bool
 	)
-	err := s.object(func(key string) error {
-		idx := slices.Index([]string{"customer_id", "items", "currency"}, key)
+	err := s.members(func(key []byte) error {
+		idx := -1
+		switch string(key) {
+		case "customer_id":
+			idx = 0
+		case "items":
+			idx = 1
+		case "currency":
+			idx = 2
+		}
 		switch {
 		case idx < 0:
-			errs.add(truncate(key), "%s", unknownField(key, "customer_id", "items", "currency"))
+			k := string(key)
+			errs.add(truncate(k), "%s", unknownField(k, "customer_id", "items", "currency"))
 			return s.skipValue(0)
 		case seen[idx]:
-			errs.add(key, "duplicate field")
+			errs.add(string(key), "duplicate field")
 			return s.skipValue(0)
 		}
 		seen[idx] = true
 		var (
-			ok  bool
-			err error
+			broke string
+			err   error
 		)
-		switch key {
-		case "customer_id":
-			if in.CustomerID, ok, err = s.stringValue(key, &errs); ok {
+		switch idx {
+		case 0:
+			if in.CustomerID, broke, err = s.stringValue(); broke == "" && err == nil {
 				checkCustomerID(in.CustomerID, &errs)
 			}
-		case "currency":
-			if in.Currency, ok, err = s.stringValue(key, &errs); ok && !validCurrency(in.Currency) {
-				errs.add(key, "must be three capital letters (ISO 4217), like \"EUR\"")
+			if broke != "" {
+				errs.add("customer_id", "%s", broke)
+			}
+		case 2:
+			if in.Currency, broke, err = s.stringValue(); broke == "" && err == nil && !validCurrency(in.Currency) {
+				broke = "must be three capital letters (ISO 4217), like \"EUR\""
+			}
+			if broke != "" {
+				errs.add("currency", "%s", broke)
 			}
 		default:
 			in.Items, err = s.items(lim, &errs)
@@ -165,6 +182,9 @@ func (s *scanner) items(lim limits, errs *fieldErrors) ([]saga.Item, error) {
 			skus = make(map[string]int, 8)
 		}
 		skus[it.SKU] = i
+		if items == nil {
+			items = make([]saga.Item, 0, 4)
+		}
 		items = append(items, it)
 		return nil
 	})
@@ -177,7 +197,8 @@ func (s *scanner) items(lim limits, errs *fieldErrors) ([]saga.Item, error) {
 	return items, err
 }
 
-// item reads line i of an order; ok is false if it broke a rule.
+// item reads line i of an order; ok is false if it broke a rule. Field
+// names are built only for an answer that needs them.
 func (s *scanner) item(i int, lim limits, errs *fieldErrors) (it saga.Item, ok bool, err error) {
 	if s.peek() != '{' {
 		errs.add(itemField(i, ""), "must be an object")
@@ -185,36 +206,48 @@ func (s *scanner) item(i int, lim limits, errs *fieldErrors) (it saga.Item, ok b
 	}
 	before := errs.count
 	var seen [3]bool
-	err = s.object(func(key string) error {
-		idx := slices.Index([]string{"sku", "quantity", "unit_price_cents"}, key)
+	err = s.members(func(key []byte) error {
+		idx := -1
+		switch string(key) {
+		case "sku":
+			idx = 0
+		case "quantity":
+			idx = 1
+		case "unit_price_cents":
+			idx = 2
+		}
 		switch {
 		case idx < 0:
-			errs.add(itemField(i, truncate(key)), "%s", unknownField(key, "sku", "quantity", "unit_price_cents"))
+			k := string(key)
+			errs.add(itemField(i, truncate(k)), "%s", unknownField(k, "sku", "quantity", "unit_price_cents"))
 			return s.skipValue(0)
 		case seen[idx]:
-			errs.add(itemField(i, key), "duplicate field")
+			errs.add(itemField(i, string(key)), "duplicate field")
 			return s.skipValue(0)
 		}
 		seen[idx] = true
-		switch key {
-		case "sku":
-			v, ok, err := s.stringValue(itemField(i, key), errs)
-			if ok && !validSKU(v) {
-				errs.add(itemField(i, key), "must be 1 to %d characters from A-Z, a-z, 0-9, '.', '_', '-'", maxSKULen)
+		var (
+			broke string
+			err   error
+		)
+		switch idx {
+		case 0:
+			if it.SKU, broke, err = s.stringValue(); broke == "" && err == nil && !validSKU(it.SKU) {
+				broke = fmt.Sprintf("must be 1 to %d characters from A-Z, a-z, 0-9, '.', '_', '-'", maxSKULen)
 			}
-			it.SKU = v
-			return err
-		case "quantity":
-			v, _, err := s.intValue(itemField(i, key), 1, lim.maxQuantity, errs)
+		case 1:
+			var v int64
+			v, broke, err = s.integer(1, lim.maxQuantity)
 			it.Quantity = uint32(v)
-			return err
 		default:
-			v, _, err := s.intValue(itemField(i, key), 0, maxUnitPriceCents, errs)
-			it.UnitPriceCents = v
-			return err
+			it.UnitPriceCents, broke, err = s.integer(0, maxUnitPriceCents)
 		}
+		if broke != "" {
+			errs.add(itemField(i, itemKeys[idx]), "%s", broke)
+		}
+		return err
 	})
-	for j, name := range []string{"sku", "quantity", "unit_price_cents"} {
+	for j, name := range itemKeys {
 		if !seen[j] {
 			errs.add(itemField(i, name), "is required")
 		}
@@ -222,41 +255,53 @@ func (s *scanner) item(i int, lim limits, errs *fieldErrors) (it saga.Item, ok b
 	return it, err == nil && errs.count == before, err
 }
 
-// stringValue reads a value that must be a string. A value of another type
-// is reported and skipped, so that one answer lists every broken rule.
-func (s *scanner) stringValue(field string, errs *fieldErrors) (string, bool, error) {
+// itemKeys are the keys of an order line, in the order item indexes them.
+var itemKeys = [...]string{"sku", "quantity", "unit_price_cents"}
+
+// stringValue reads a value that must be a string; broke names the rule a
+// value of another type breaks. Such a value is skipped, so that one answer
+// lists every broken rule.
+func (s *scanner) stringValue() (v, broke string, err error) {
 	if s.peek() != '"' {
-		errs.add(field, "must be a string")
-		return "", false, s.skipValue(0)
+		return "", "must be a string", s.skipValue(0)
 	}
-	v, err := s.str()
-	return v, err == nil, err
+	v, err = s.str()
+	return v, "", err
 }
 
-// intValue reads a value that must be an integer literal in [lo, hi]. The
-// literal is parsed as an integer, never through float64, so 2^53+1 stays
-// itself; fractions and exponents ("1.0", "1e2") are refused even when whole.
-func (s *scanner) intValue(field string, lo, hi int64, errs *fieldErrors) (int64, bool, error) {
-	if c := s.peek(); c != '-' && (c < '0' || c > '9') {
-		errs.add(field, "must be an integer")
-		return 0, false, s.skipValue(0)
+// integer reads a value that must be an integer literal in [lo, hi]; broke
+// names the rule it breaks, if any. The literal is parsed as an integer,
+// never through float64, so 2^53+1 stays itself; fractions and exponents
+// ("1.0", "1e2") are refused even when whole.
+func (s *scanner) integer(lo, hi int64) (n int64, broke string, err error) {
+	if s.peek() != '0' {
+		return 0, "must be an integer", s.skipValue(0)
 	}
 	lit, integer, err := s.number()
 	switch {
 	case err != nil:
-		return 0, false, err
+		return 0, "", err
 	case !integer:
-		errs.add(field, "must be an integer, without fraction or exponent")
-		return 0, false, nil
+		return 0, "must be an integer, without fraction or exponent", nil
 	}
 	n, inRange := parseInt(lit, lo, hi)
 	if !inRange {
-		errs.add(field, "must be between %d and %d", lo, hi)
+		return n, fmt.Sprintf("must be between %d and %d", lo, hi), nil
 	}
-	return n, inRange, nil
+	return n, "", nil
 }
 
-// parseInt parses an integer literal that the scanner checked (optional
+// intValue is integer for a value whose field name is at hand: a broken
+// rule goes to errs under field.
+func (s *scanner) intValue(field string, lo, hi int64, errs *fieldErrors) (int64, bool, error) {
+	n, broke, err := s.integer(lo, hi)
+	if broke != "" {
+		errs.add(field, "%s", broke)
+	}
+	return n, broke == "" && err == nil, err
+}
+
+// parseInt parses an integer literal that jsontext checked (optional
 // minus, no leading zeros) and reports whether it lies in [lo, hi], which
 // must lie within ±(10^18-1): a literal of more than 18 digits is out of
 // range without being parsed, so no length of input can overflow.

@@ -19,8 +19,9 @@ import (
 
 // FuzzDecodeOrder checks that the decoder never panics and never accepts
 // what the rules refuse, against an independent reference decoder built on
-// encoding/json's token stream, and that what it accepts survives a
-// round trip with the same hash.
+// encoding/json's token stream; that what it accepts reads the same as a
+// batch of one and survives a round trip with the same hash; and that the
+// stock-level decoder does not panic on the same input.
 func FuzzDecodeOrder(f *testing.F) {
 	f.Add([]byte(withItem(validItem)))
 	f.Add([]byte(`{"customer_id":"c","items":[{"sku":"A","quantity":1,"unit_price_cents":0},{"sku":"B","quantity":3,"unit_price_cents":7}],"currency":"EUR"}`))
@@ -45,6 +46,7 @@ func FuzzDecodeOrder(f *testing.F) {
 	}
 	lim := Config{}.withDefaults().limits()
 	f.Fuzz(func(t *testing.T, data []byte) {
+		decodeStockLevel(data) // the other body decoder: it must not panic
 		in, p := decodeOrder(data, lim)
 		if (in == nil) == (p == nil) {
 			t.Fatalf("got order %v and problem %v: want exactly one", in, p)
@@ -66,6 +68,11 @@ func FuzzDecodeOrder(f *testing.F) {
 		}
 		if in.CustomerID != ref.CustomerID || in.Currency != ref.Currency || !slices.Equal(in.Items, ref.Items) {
 			t.Fatalf("decoded %+v, the reference %+v", in, ref)
+		}
+		// A batch of this one order reads it the same way.
+		entries, bp := decodeBatchArray(append(append([]byte("["), data...), ']'), lim, 1)
+		if bp != nil || len(entries) != 1 || entries[0].in == nil || requestHash(entries[0].in) != requestHash(in) {
+			t.Fatalf("as a batch of one: got %+v, %v; want the order %+v", entries, bp, in)
 		}
 		// Round trip: encoding/json's rendering decodes to the same order.
 		again, p := decodeOrder(marshalOrder(t, in), lim)

@@ -1,118 +1,189 @@
 package ingest
 
 import (
+	"bytes"
 	"fmt"
-	"unicode/utf16"
-	"unicode/utf8"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// scanner is a strict JSON (RFC 8259) reader over a byte slice, written
-// because encoding/json is too forgiving for an API edge: it matches keys
-// case-insensitively, lets the last of two duplicate keys win, turns invalid
-// UTF-8 and lone surrogates into U+FFFD, and reads numbers as float64 (so
-// 2^53+1 silently becomes 2^53). The scanner reads values one at a time, so
-// the caller decides which keys exist, sees every duplicate and gets numbers
-// as their literal text. It refuses, as syntax errors: anything outside the
-// grammar, invalid UTF-8, control characters in strings, lone surrogate
-// escapes and nesting deeper than maxDepth.
+// scanner reads a request body one JSON value at a time over a
+// jsontext.Decoder, so that the caller decides which keys exist, sees every
+// duplicate and gets numbers as their literal text. encoding/json is too
+// forgiving for an API edge: it matches keys case-insensitively, lets the last
+// of two duplicate keys win, turns invalid UTF-8 and lone surrogates into
+// U+FFFD, and reads numbers as float64 (so 2^53+1 silently becomes 2^53).
+// jsontext refuses, as syntax errors, anything outside RFC 8259, invalid
+// UTF-8, control characters in strings and lone surrogate escapes;
+// skipValue refuses nesting deeper than maxDepth.
 //
-// Strings it returns are fresh copies: they never alias the input, which is
-// a fasthttp buffer reused after the handler returns.
+// Duplicate names are left to the caller (AllowDuplicateNames): jsontext
+// would stop at the second name with a syntax error, which loses the answer
+// that names the field, the other broken rules of the same body, and the
+// rule that one bad order of a batch rejects only itself. Every key an order
+// may hold is checked for a repeat by the decoders, so nothing with a
+// duplicate name is accepted either way.
+//
+// A scanner made by newScanner borrows a pooled decoder until release; the
+// zero value with buf set makes its own on first use. Strings it returns are
+// fresh copies: they never alias buf, which is a fasthttp buffer reused after
+// the handler returns. A scanner is not safe for concurrent use.
 type scanner struct {
-	buf []byte
-	pos int
+	buf    []byte
+	dec    *jsontext.Decoder
+	pooled *pooledDecoder
 }
 
-// maxDepth bounds the nesting the scanner follows when it skips a value,
-// so that a body of "[[[[..." cannot exhaust the stack.
+// pooledDecoder is a decoder with the reader it parses in place.
+type pooledDecoder struct {
+	dec jsontext.Decoder
+	in  bytes.Buffer
+}
+
+// decoders keeps decoders and their state stacks between requests, so that
+// a request does not allocate them anew. It holds no request data: release
+// empties a decoder before putting it back.
+var decoders = sync.Pool{New: func() any { return new(pooledDecoder) }}
+
+// newScanner returns a scanner over data with a pooled decoder; the caller
+// must release it when done with the values it read.
+func newScanner(data []byte) scanner {
+	p := decoders.Get().(*pooledDecoder)
+	p.in = *bytes.NewBuffer(data)
+	p.dec.Reset(&p.in, decoderOptions...)
+	return scanner{buf: data, dec: &p.dec, pooled: p}
+}
+
+// release returns a pooled decoder, emptied, for the next request.
+func (s *scanner) release() {
+	if p := s.pooled; p != nil {
+		p.in = bytes.Buffer{}
+		p.dec.Reset(&p.in, decoderOptions...)
+		decoders.Put(p)
+		s.pooled, s.dec = nil, nil
+	}
+}
+
+// maxDepth bounds the nesting of a body, counted from its top-level value:
+// an order needs 3, and the bound keeps a body of "[[[[..." cheap to refuse.
 const maxDepth = 32
+
+// decoderOptions are the options of every scanner's decoder; the other
+// defaults of jsontext (valid UTF-8, RFC 8259 grammar) are what the edge wants.
+var decoderOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true)}
+
+// d returns the decoder over buf, creating it on first use. A bytes.Buffer
+// lets jsontext parse buf in place instead of copying it.
+func (s *scanner) d() *jsontext.Decoder {
+	if s.dec == nil {
+		s.dec = jsontext.NewDecoder(bytes.NewBuffer(s.buf), decoderOptions...)
+	}
+	return s.dec
+}
 
 // syntaxError says where and why the input is not JSON.
 type syntaxError struct {
-	offset int
+	offset int64
 	msg    string
 }
 
 func (e *syntaxError) Error() string { return fmt.Sprintf("%s at byte %d", e.msg, e.offset) }
 
+// jsonError is a syntax error found by jsontext, worded for a client: the
+// package prefix is dropped, the offset and JSON pointer are kept.
+type jsonError struct{ err error }
+
+func (e *jsonError) Error() string { return strings.TrimPrefix(e.err.Error(), "jsontext: ") }
+func (e *jsonError) Unwrap() error { return e.err }
+
+// fail reports a syntax error at the end of the last value read.
 func (s *scanner) fail(format string, args ...any) error {
-	return &syntaxError{offset: s.pos, msg: fmt.Sprintf(format, args...)}
+	return &syntaxError{offset: s.d().InputOffset(), msg: fmt.Sprintf(format, args...)}
 }
 
-// unexpected reports the byte at pos where want was expected.
+// wrap words a decoder error for a client; nil stays nil.
+func wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &jsonError{err: err}
+}
+
+// unexpected reads the next token where want was expected and reports it,
+// or why there is none.
 func (s *scanner) unexpected(want string) error {
-	if s.pos >= len(s.buf) {
+	tok, err := s.d().ReadToken()
+	switch {
+	case err == io.EOF:
 		return s.fail("unexpected end of input, want %s", want)
+	case err != nil:
+		return wrap(err)
 	}
-	return s.fail("unexpected %q, want %s", s.buf[s.pos], want)
+	return s.fail("unexpected %s, want %s", tok.Kind(), want)
 }
 
-func (s *scanner) skipSpace() {
-	for s.pos < len(s.buf) {
-		switch s.buf[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
-	}
-}
-
-// peek skips whitespace and returns the next byte, or 0 at the end.
-func (s *scanner) peek() byte {
-	s.skipSpace()
-	if s.pos >= len(s.buf) {
-		return 0
-	}
-	return s.buf[s.pos]
-}
+// peek returns the kind of the next token: '{', '[', '"', '0' for a number,
+// 'n', 't', 'f', '}' or ']'; or 0 at the end of the input or before a
+// syntax error, which the next read returns.
+func (s *scanner) peek() byte { return byte(s.d().PeekKind()) }
 
 // atEnd reports whether only whitespace is left.
 func (s *scanner) atEnd() bool {
-	s.skipSpace()
-	return s.pos == len(s.buf)
+	if s.peek() != 0 {
+		return false
+	}
+	_, err := s.d().ReadToken()
+	return err == io.EOF
 }
 
-func (s *scanner) expect(c byte) error {
-	if s.peek() != c {
-		return s.unexpected(fmt.Sprintf("%q", c))
+// read reads a token that must be of kind want.
+func (s *scanner) read(want jsontext.Kind) (jsontext.Token, error) {
+	if k := s.d().PeekKind(); k != want {
+		return jsontext.Token{}, s.unexpected(want.String())
 	}
-	s.pos++
-	return nil
+	tok, err := s.d().ReadToken()
+	return tok, wrap(err)
 }
 
 // object reads an object, calling member for each key with the scanner
 // positioned at the value, which member must consume.
 func (s *scanner) object(member func(key string) error) error {
-	if err := s.expect('{'); err != nil {
+	return s.members(func(key []byte) error { return member(string(key)) })
+}
+
+// members is object with the key as bytes, valid until the next read: most
+// keys are compared and dropped, so they are not copied.
+func (s *scanner) members(member func(key []byte) error) error {
+	if _, err := s.read('{'); err != nil {
 		return err
 	}
-	if s.peek() == '}' {
-		s.pos++
-		return nil
-	}
+	var unquoted []byte
 	for {
-		if s.peek() != '"' {
-			return s.unexpected("an object key")
+		switch s.peek() {
+		case '}':
+			_, err := s.d().ReadToken()
+			return wrap(err)
+		case '"':
+		default:
+			return s.unexpected("an object key or '}'")
 		}
-		key, err := s.str()
+		raw, err := s.d().ReadValue()
 		if err != nil {
-			return err
+			return wrap(err)
 		}
-		if err := s.expect(':'); err != nil {
-			return err
+		key := raw[1 : len(raw)-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			// jsontext checked the escapes already.
+			if unquoted, err = jsontext.AppendUnquote(unquoted[:0], raw); err != nil {
+				return wrap(err)
+			}
+			key = unquoted
 		}
 		if err := member(key); err != nil {
 			return err
-		}
-		switch s.peek() {
-		case ',':
-			s.pos++
-		case '}':
-			s.pos++
-			return nil
-		default:
-			return s.unexpected("',' or '}'")
 		}
 	}
 }
@@ -120,221 +191,66 @@ func (s *scanner) object(member func(key string) error) error {
 // array reads an array, calling elem for each element (i counts from 0)
 // with the scanner positioned at it; elem must consume it.
 func (s *scanner) array(elem func(i int) error) error {
-	if err := s.expect('['); err != nil {
+	if _, err := s.read('['); err != nil {
 		return err
 	}
-	if s.peek() == ']' {
-		s.pos++
-		return nil
-	}
 	for i := 0; ; i++ {
+		switch s.peek() {
+		case ']':
+			_, err := s.d().ReadToken()
+			return wrap(err)
+		case 0:
+			return s.unexpected("a JSON value or ']'")
+		}
 		if err := elem(i); err != nil {
 			return err
-		}
-		switch s.peek() {
-		case ',':
-			s.pos++
-		case ']':
-			s.pos++
-			return nil
-		default:
-			return s.unexpected("',' or ']'")
 		}
 	}
 }
 
 // skipValue reads and discards one value of any type, checking its syntax.
-func (s *scanner) skipValue(depth int) error {
-	if depth > maxDepth {
-		return s.fail("nesting deeper than %d", maxDepth)
+// Nesting is bounded by maxDepth counted from the top of the body, so depth
+// is unused; it stays for the callers that pass it. (jsontext's own bound is
+// 10,000 levels and not configurable in this version.)
+func (s *scanner) skipValue(_ int) error {
+	d := s.d()
+	if k := d.PeekKind(); k != '{' && k != '[' {
+		return wrap(d.SkipValue())
 	}
-	switch c := s.peek(); {
-	case c == '"':
-		_, err := s.str()
-		return err
-	case c == '{':
-		return s.object(func(string) error { return s.skipValue(depth + 1) })
-	case c == '[':
-		return s.array(func(int) error { return s.skipValue(depth + 1) })
-	case c == 't':
-		return s.literal("true")
-	case c == 'f':
-		return s.literal("false")
-	case c == 'n':
-		return s.literal("null")
-	case c == '-' || (c >= '0' && c <= '9'):
-		_, _, err := s.number()
-		return err
+	depth := d.StackDepth()
+	for {
+		if _, err := d.ReadToken(); err != nil {
+			return wrap(err)
+		}
+		switch n := d.StackDepth(); {
+		case n > maxDepth:
+			return s.fail("nesting deeper than %d", maxDepth)
+		case n <= depth:
+			return nil
+		}
 	}
-	return s.unexpected("a JSON value")
 }
 
-func (s *scanner) literal(lit string) error {
-	if len(s.buf)-s.pos < len(lit) || string(s.buf[s.pos:s.pos+len(lit)]) != lit {
-		return s.unexpected(lit)
-	}
-	s.pos += len(lit)
-	return nil
-}
-
-// number reads a number and returns its literal text (aliasing the input)
-// and whether it is an integer literal: no fraction and no exponent.
+// number reads a number and returns its literal text (aliasing the input,
+// valid until the next read) and whether it is an integer literal: no
+// fraction and no exponent. jsontext has checked the grammar: no leading
+// zeros, no plus sign, no NaN.
 func (s *scanner) number() (lit []byte, integer bool, err error) {
-	s.skipSpace()
-	start := s.pos
-	if s.pos < len(s.buf) && s.buf[s.pos] == '-' {
-		s.pos++
+	if k := s.d().PeekKind(); k != '0' {
+		return nil, false, s.unexpected("a number")
 	}
-	switch {
-	case s.pos < len(s.buf) && s.buf[s.pos] == '0':
-		s.pos++
-	case s.pos < len(s.buf) && s.buf[s.pos] >= '1' && s.buf[s.pos] <= '9':
-		s.digits()
-	default:
-		return nil, false, s.unexpected("a digit")
+	v, err := s.d().ReadValue()
+	if err != nil {
+		return nil, false, wrap(err)
 	}
-	integer = true
-	if s.pos < len(s.buf) && s.buf[s.pos] == '.' {
-		s.pos++
-		if s.digits() == 0 {
-			return nil, false, s.unexpected("a digit after '.'")
-		}
-		integer = false
-	}
-	if s.pos < len(s.buf) && (s.buf[s.pos] == 'e' || s.buf[s.pos] == 'E') {
-		s.pos++
-		if s.pos < len(s.buf) && (s.buf[s.pos] == '+' || s.buf[s.pos] == '-') {
-			s.pos++
-		}
-		if s.digits() == 0 {
-			return nil, false, s.unexpected("a digit in the exponent")
-		}
-		integer = false
-	}
-	return s.buf[start:s.pos], integer, nil
-}
-
-func (s *scanner) digits() int {
-	start := s.pos
-	for s.pos < len(s.buf) && s.buf[s.pos] >= '0' && s.buf[s.pos] <= '9' {
-		s.pos++
-	}
-	return s.pos - start
+	return v, !bytes.ContainsAny(v, ".eE"), nil
 }
 
 // str reads a string and returns it unescaped, as a fresh copy.
 func (s *scanner) str() (string, error) {
-	if err := s.expect('"'); err != nil {
+	tok, err := s.read('"')
+	if err != nil {
 		return "", err
 	}
-	start := s.pos
-	// Fast path: plain ASCII without escapes, the common case, is copied once.
-	for s.pos < len(s.buf) {
-		c := s.buf[s.pos]
-		if c == '"' {
-			v := string(s.buf[start:s.pos])
-			s.pos++
-			return v, nil
-		}
-		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
-			break
-		}
-		s.pos++
-	}
-	out := make([]byte, s.pos-start, s.pos-start+16)
-	copy(out, s.buf[start:s.pos])
-	for {
-		if s.pos >= len(s.buf) {
-			return "", s.fail("unterminated string")
-		}
-		switch c := s.buf[s.pos]; {
-		case c == '"':
-			s.pos++
-			return string(out), nil
-		case c < 0x20:
-			return "", s.fail("control character %#02x in a string (escape it)", c)
-		case c == '\\':
-			r, err := s.escape()
-			if err != nil {
-				return "", err
-			}
-			out = utf8.AppendRune(out, r)
-		case c < utf8.RuneSelf:
-			out = append(out, c)
-			s.pos++
-		default:
-			// DecodeRune also refuses overlong forms and UTF-8 encoded surrogates.
-			r, size := utf8.DecodeRune(s.buf[s.pos:])
-			if r == utf8.RuneError && size <= 1 {
-				return "", s.fail("invalid UTF-8")
-			}
-			out = append(out, s.buf[s.pos:s.pos+size]...)
-			s.pos += size
-		}
-	}
-}
-
-// escape reads one escape sequence at pos (which holds the backslash).
-func (s *scanner) escape() (rune, error) {
-	if s.pos+1 >= len(s.buf) {
-		return 0, s.fail("unterminated escape")
-	}
-	c := s.buf[s.pos+1]
-	s.pos += 2
-	switch c {
-	case '"', '\\', '/':
-		return rune(c), nil
-	case 'b':
-		return '\b', nil
-	case 'f':
-		return '\f', nil
-	case 'n':
-		return '\n', nil
-	case 'r':
-		return '\r', nil
-	case 't':
-		return '\t', nil
-	case 'u':
-		r, err := s.hex4()
-		if err != nil || !utf16.IsSurrogate(r) {
-			return r, err
-		}
-		// A surrogate must be a high one followed by an escaped low one:
-		// encoding/json would quietly turn anything else into U+FFFD.
-		if r >= 0xDC00 || s.pos+1 >= len(s.buf) || s.buf[s.pos] != '\\' || s.buf[s.pos+1] != 'u' {
-			return 0, s.fail("unpaired UTF-16 surrogate escape")
-		}
-		s.pos += 2
-		lo, err := s.hex4()
-		if err != nil {
-			return 0, err
-		}
-		if lo < 0xDC00 || lo > 0xDFFF {
-			return 0, s.fail("unpaired UTF-16 surrogate escape")
-		}
-		return utf16.DecodeRune(r, lo), nil
-	}
-	s.pos--
-	return 0, s.fail("invalid escape character %q", c)
-}
-
-func (s *scanner) hex4() (rune, error) {
-	if len(s.buf)-s.pos < 4 {
-		return 0, s.fail("short \\u escape")
-	}
-	var r rune
-	for _, c := range s.buf[s.pos : s.pos+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, s.fail("invalid \\u escape")
-		}
-	}
-	s.pos += 4
-	return r, nil
+	return tok.String(), nil
 }

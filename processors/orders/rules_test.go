@@ -142,8 +142,8 @@ func (m *recorder) Final(st *saga.OrderState) {
 	m.finals = append(m.finals, st.Status)
 	m.mu.Unlock()
 }
-func (m *recorder) Replay()             { m.mu.Lock(); m.replays++; m.mu.Unlock() }
-func (m *recorder) DeadLetter()         { m.mu.Lock(); m.dead++; m.mu.Unlock() }
+func (m *recorder) Replay()     { m.mu.Lock(); m.replays++; m.mu.Unlock() }
+func (m *recorder) DeadLetter() { m.mu.Lock(); m.dead++; m.mu.Unlock() }
 
 func (m *recorder) take() (finals []saga.Status, replays, dead int) {
 	m.mu.Lock()

@@ -19,7 +19,7 @@ import (
 // 202 has its record r in orders.submitted partition p below E, the end of
 // p read after the GET arrived. The orders processor commits an input offset
 // only once the state writes of the records below it are acked, so if r < C,
-// the group's committed offset read before E and T, the order's state is in
+// the group's committed offset read before T, the order's state is in
 // orders-table p below T, its end: the view shows it once it applied p up to
 // T. If C <= r < E, a scan of [C, E) finds the record. Neither case waits
 // for a commit, and an id that is in neither does not exist.
@@ -30,7 +30,7 @@ const scanFetchBytes = 1 << 20
 // partProbe is what one probe learnt about partition p of orders.submitted.
 type partProbe struct {
 	// committed is the orders group's committed offset C (0 without a
-	// commit), end the partition's end E and tableEnd the end T of
+	// commit), end the partition's end E, and tableEnd the end T of
 	// orders-table p, read after committed.
 	committed, end, tableEnd int64
 	// found holds the records of [max(C, E-MaxScan), E) whose key the
@@ -141,8 +141,10 @@ func (pr *prober) run(r *probeRound) {
 	pr.mu.Unlock()
 }
 
-// do probes the partitions of want. The order is what makes it right: C,
-// then E and T, then the scan.
+// do probes the partitions of want, in two rounds of requests sent
+// together: C and E, then T and the scans. T must be read after C (every
+// state below C is acked before T is read), E after the requests arrived
+// (it is, since the probe starts after them), and the scans need C and E.
 func (pr *prober) do(ctx context.Context, want map[int32]map[string]struct{}) map[int32]partProbe {
 	parts := make([]int32, 0, len(want))
 	for p := range want {
@@ -156,20 +158,26 @@ func (pr *prober) do(ctx context.Context, want map[int32]map[string]struct{}) ma
 		}
 		return res
 	}
-	committed, err := pr.committed(ctx, parts)
-	if err != nil {
-		return fail(err)
-	}
-	ends, tableEnds, err := pr.ends(ctx, parts)
-	if err != nil {
-		return fail(err)
-	}
 	var (
-		wg sync.WaitGroup
-		mu sync.Mutex
+		committed, ends map[int32]int64
+		errC, errE      error
+		wg              sync.WaitGroup
 	)
+	wg.Go(func() { committed, errC = pr.committed(ctx, parts) })
+	wg.Go(func() { ends, errE = pr.ends(ctx, string(topology.OrdersSubmitted), parts) })
+	wg.Wait()
+	if err := errors.Join(errC, errE); err != nil {
+		return fail(err)
+	}
+
+	var (
+		tableEnds map[int32]int64
+		errT      error
+		mu        sync.Mutex
+	)
+	wg.Go(func() { tableEnds, errT = pr.ends(ctx, string(topology.OrdersTable()), parts) })
 	for _, p := range parts {
-		pp := partProbe{committed: committed[p], end: ends[p], tableEnd: tableEnds[p]}
+		pp := partProbe{committed: committed[p], end: ends[p]}
 		from := pp.committed
 		if pp.end-from > pr.maxScan {
 			from, pp.truncated = pp.end-pr.maxScan, true
@@ -180,17 +188,22 @@ func (pr *prober) do(ctx context.Context, want map[int32]map[string]struct{}) ma
 			mu.Unlock()
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			pp.found, pp.scanned, pp.err = pr.scan(ctx, p, from, pp.end, want[p])
 			pr.metrics.scanned.Add(float64(pp.scanned))
 			mu.Lock()
 			res[p] = pp
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
+	if errT != nil {
+		return fail(errT)
+	}
+	for p, pp := range res {
+		pp.tableEnd = tableEnds[p]
+		res[p] = pp
+	}
 	return res
 }
 
@@ -273,51 +286,43 @@ func (pr *prober) committed(ctx context.Context, parts []int32) (map[int32]int64
 }
 
 // ends returns the end offsets (high watermarks) of partitions parts of
-// orders.submitted and of orders-table, in one request per leader.
-func (pr *prober) ends(ctx context.Context, parts []int32) (sub, table map[int32]int64, err error) {
-	subTopic, tableTopic := string(topology.OrdersSubmitted), string(topology.OrdersTable())
-	err = retry(ctx, func(int) error {
+// topic, in one request per leader.
+func (pr *prober) ends(ctx context.Context, topic string, parts []int32) (map[int32]int64, error) {
+	out := make(map[int32]int64, len(parts))
+	err := retry(ctx, func(int) error {
 		req := kmsg.NewPtrListOffsetsRequest()
-		for _, topic := range []string{subTopic, tableTopic} {
-			t := kmsg.NewListOffsetsRequestTopic()
-			t.Topic = topic
-			for _, p := range parts {
-				rp := kmsg.NewListOffsetsRequestTopicPartition()
-				rp.Partition, rp.Timestamp = p, -1 // latest: the high watermark
-				t.Partitions = append(t.Partitions, rp)
-			}
-			req.Topics = append(req.Topics, t)
+		t := kmsg.NewListOffsetsRequestTopic()
+		t.Topic = topic
+		for _, p := range parts {
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Partition, rp.Timestamp = p, -1 // latest: the high watermark
+			t.Partitions = append(t.Partitions, rp)
 		}
+		req.Topics = []kmsg.ListOffsetsRequestTopic{t}
 		resp, err := req.RequestWith(ctx, pr.cl)
 		if err != nil {
 			return err
 		}
-		sub, table = make(map[int32]int64, len(parts)), make(map[int32]int64, len(parts))
+		clear(out)
 		for _, t := range resp.Topics {
-			m := sub
-			if t.Topic == tableTopic {
-				m = table
-			}
 			for _, p := range t.Partitions {
 				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
 					return err
 				}
-				m[p.Partition] = p.Offset
+				out[p.Partition] = p.Offset
 			}
 		}
 		for _, p := range parts {
-			_, ok1 := sub[p]
-			_, ok2 := table[p]
-			if !ok1 || !ok2 {
+			if _, ok := out[p]; !ok {
 				return fmt.Errorf("no end offset for partition %d: %w", p, kerr.UnknownTopicOrPartition)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list the end offsets of %s and %s: %w", subTopic, tableTopic, err)
+		return nil, fmt.Errorf("list the end offsets of %s: %w", topic, err)
 	}
-	return sub, table, nil
+	return out, nil
 }
 
 // scan reads [from, to) of orders.submitted partition p from its leader

@@ -3,13 +3,17 @@ package integration_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/lovoo/goka"
+	"github.com/orderpipe/orderpipe/ingest"
 	"github.com/orderpipe/orderpipe/internal/app"
 	"github.com/orderpipe/orderpipe/internal/await"
 	"github.com/orderpipe/orderpipe/internal/proctest"
@@ -264,4 +268,76 @@ func testProcesses(e *env) {
 	if !sink.Cmd.ProcessState.Success() || !bytes.Contains(sink.Output(), []byte("SIGHUP: nothing to reload")) {
 		e.t.Errorf("sink-1 on SIGHUP: %v, want a clean stop saying why: %s", sink.Cmd.ProcessState, proctest.Tail(sink.Output(), 1000))
 	}
+	testKeysReload(e)
+}
+
+// testKeysReload: SIGHUP makes a running edge reload its API keys file: a
+// client added to it gets in and a removed one is shut out, by the same
+// process (same pid); a broken file keeps the keys in use.
+func testKeysReload(e *env) {
+	keysFile := filepath.Join(e.t.TempDir(), "keys")
+	newKey := func(client string) (key, line string) {
+		key, line, err := ingest.NewAPIKey(client, []string{"orders:read"})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return key, line
+	}
+	writeKeys := func(content string) {
+		if err := os.WriteFile(keysFile, []byte(content), 0o600); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	oldKey, oldLine := newKey("client-old")
+	newKeyValue, newLine := newKey("client-new")
+	writeKeys(oldLine + "\n")
+	p := e.spawnRole("ingest-keys", "ingest", "--listen", "127.0.0.1:0", "--api-keys-file", keysFile)
+	edge := ready(e, p)
+	pid := p.Pid()
+	status := func(key string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+edge+"/v1/inventory/S0", nil)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			e.t.Fatalf("GET with a key: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// want waits, within 30s, until the old and the new key get these
+	// statuses: the reload is asynchronous to the signal.
+	want := func(what string, oldStatus, newStatus int) {
+		await.Until(e.t, what, 30*time.Second, func() error {
+			if o, n := status(oldKey), status(newKeyValue); o != oldStatus || n != newStatus {
+				return fmt.Errorf("old key %d, new key %d, want %d and %d: %s", o, n, oldStatus, newStatus, proctest.Tail(p.Output(), 2000))
+			}
+			return nil
+		})
+	}
+	want("before the reload", http.StatusOK, http.StatusUnauthorized)
+
+	writeKeys(newLine + "\n")
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		e.t.Fatal(err)
+	}
+	want("after SIGHUP with the new file", http.StatusUnauthorized, http.StatusOK)
+
+	writeKeys("client-bad not-a-hash orders:read\n")
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		e.t.Fatal(err)
+	}
+	await.Until(e.t, "a broken keys file on SIGHUP: a log line saying it was not reloaded", 30*time.Second, func() error {
+		if !bytes.Contains(p.Output(), []byte("API keys not reloaded")) {
+			return fmt.Errorf("not logged: %s", proctest.Tail(p.Output(), 2000))
+		}
+		return nil
+	})
+	want("after SIGHUP with a broken file", http.StatusUnauthorized, http.StatusOK)
+	if !p.Running() || p.Pid() != pid {
+		e.t.Fatalf("the edge did not stay up through the reloads (pid %d, now %d, running %v)", pid, p.Pid(), p.Running())
+	}
+	e.t.Logf("SIGHUP reloads: new client let in, removed one shut out, broken file refused, same pid %d", pid)
 }

@@ -85,6 +85,17 @@ func (a *admission) accepted(id string) *saga.OrderSubmitted {
 	return nil
 }
 
+// landed records that the broker acked a record of order id, before its
+// 202 is sent, so that a GET right after the 202 finds it (accepted);
+// produced, with the same verdict, follows.
+func (a *admission) landed(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s, ok := a.slots[id]; ok {
+		s.landed = true
+	}
+}
+
 // releaseLocked frees the slot of id. a.mu must be held.
 func (a *admission) releaseLocked(id string) {
 	s, ok := a.slots[id]

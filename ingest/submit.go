@@ -147,6 +147,7 @@ func (e *Edge) produceOrder(sub *submission, msg *saga.OrderSubmitted, settle fu
 		if err != nil {
 			sub.finish(outcome{prob: produceProblem(err)})
 		} else {
+			e.adm.landed(sub.id) // before the 202: read-your-writes
 			sub.finish(outcome{})
 		}
 	}, func(err error) {

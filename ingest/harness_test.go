@@ -68,8 +68,6 @@ type options struct {
 	// dropUpdates, while true, keeps the orders view's updates from the
 	// edge: its view progress stands still.
 	dropUpdates *atomic.Bool
-	// dataDir, if set, holds the views' state instead of a fresh dir.
-	dataDir string
 }
 
 func newHarness(t testing.TB, opt options) *harness {
@@ -101,11 +99,7 @@ func newHarness(t testing.TB, opt options) *harness {
 func (h *harness) buildEdge() {
 	t, opt := h.t, h.opt
 	var err error
-	dir := opt.dataDir
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	vcfg := processors.Config{Brokers: h.brokers, DataDir: dir, Topology: h.topology, Logger: testlog.New()}
+	vcfg := processors.Config{Brokers: h.brokers, DataDir: t.TempDir(), Topology: h.topology, Logger: testlog.New()}
 	// The edge is built after the views but its orderUpdated is needed by
 	// the orders view: route the callback through h.edge, set below before
 	// any view runs.

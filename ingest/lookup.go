@@ -46,13 +46,14 @@ type partProbe struct {
 // prober probes partitions of orders.submitted for the edge's lookups,
 // coalescing them: at most one probe runs at a time, and the requests that
 // arrive meanwhile join the next one, which starts once the running one is
-// done and so after all of them arrived. One OffsetFetch, one ListOffsets
+// done and so after all of them arrived. One OffsetFetch, two ListOffsets
 // per leader and one Fetch per partition to scan then serve any number of
 // requests, so that a flood of unknown ids cannot multiply broker requests.
 //
-// The first request of a probe runs it on its own goroutine, under a
-// deadline of its own (Config.LookupTimeout), so that the others of the
-// probe do not depend on that request's client. Safe for concurrent use.
+// The first request of a probe runs it, on the request's goroutine (the
+// prober starts none), under a deadline of the probe's own
+// (Config.LookupTimeout), so that the others of the probe do not depend on
+// that request. Safe for concurrent use.
 type prober struct {
 	cl      *kgo.Client
 	maxScan int64

@@ -29,7 +29,11 @@ func TestRecoveryProgress(t *testing.T) {
 		}, 1, 3, 67},
 		{"recovered, catching up", map[int32]*goka.PartitionProcStats{0: table(goka.PartitionConnecting, 9, 9, true)}, 1, 1, 0},
 	} {
-		done, total, left := recoveryProgress(&goka.ProcessorStats{Group: tc.parts})
+		var tables []*goka.TableStats
+		for _, pp := range tc.parts {
+			tables = append(tables, pp.TableStats)
+		}
+		done, total, left := recoveryProgress(tables)
 		if int64(done) != tc.done || int64(total) != tc.total || left != tc.left {
 			t.Errorf("%s: got %d/%d partitions, %d left; want %d/%d, %d left", tc.name, done, total, left, tc.done, tc.total, tc.left)
 		}

@@ -127,12 +127,35 @@ func (g *Group) storageFailed(err error) { g.storageErr.Store(&err) }
 const recoveryProgressEvery = 5 * time.Second
 
 // logRecovery says every interval, until p has recovered its table or ctx
-// ends, how far the recovery is: partitions done of those this process
-// holds, and records still to read. A recovery shorter than interval says
-// nothing but its end.
+// ends, how far the recovery is.
 func (g *Group) logRecovery(ctx context.Context, p *goka.Processor, every time.Duration) {
-	log := g.cfg.Logger.With("group", g.Name())
 	table := string(goka.GroupTable(g.graph.Group()))
+	logRecovery(ctx, g.cfg.Logger.With("group", g.Name()), table, every, p.Recovered, func() []*goka.TableStats {
+		var out []*goka.TableStats
+		for _, pp := range p.StatsWithContext(ctx).Group {
+			out = append(out, pp.TableStats)
+		}
+		return out
+	})
+}
+
+// LogViewRecovery says every 5s, until v has recovered table or ctx ends,
+// how far its recovery is: partitions done of all, and records still to
+// read. It blocks; the caller owns the goroutine.
+func LogViewRecovery(ctx context.Context, log *slog.Logger, v *goka.View, table string) {
+	logRecovery(ctx, log.With("view", table), table, recoveryProgressEvery, v.Recovered, func() []*goka.TableStats {
+		var out []*goka.TableStats
+		for _, ts := range v.Stats(ctx).Partitions {
+			out = append(out, ts)
+		}
+		return out
+	})
+}
+
+// logRecovery logs progress lines every interval until recovered or ctx
+// ends: partitions done of those held, and records still to read. A
+// recovery shorter than interval says nothing, not even its end.
+func logRecovery(ctx context.Context, log *slog.Logger, table string, every time.Duration, recovered func() bool, tables func() []*goka.TableStats) {
 	start := time.Now()
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -143,13 +166,13 @@ func (g *Group) logRecovery(ctx context.Context, p *goka.Processor, every time.D
 			return
 		case <-t.C:
 		}
-		if p.Recovered() {
+		if recovered() {
 			if logged {
 				log.Info(fmt.Sprintf("recovered table %s", table), "took", time.Since(start).Round(time.Millisecond))
 			}
 			return
 		}
-		done, total, left := recoveryProgress(p.StatsWithContext(ctx))
+		done, total, left := recoveryProgress(tables())
 		if total == 0 {
 			continue // no partitions assigned yet
 		}
@@ -158,20 +181,19 @@ func (g *Group) logRecovery(ctx context.Context, p *goka.Processor, every time.D
 	}
 }
 
-// recoveryProgress counts the partitions of st that have recovered, of
+// recoveryProgress counts the partitions of tables that have recovered, of
 // all, and the records the others still have to read.
-func recoveryProgress(st *goka.ProcessorStats) (done, total int, left int64) {
-	for _, pp := range st.Group {
-		ts := pp.TableStats
+func recoveryProgress(tables []*goka.TableStats) (done, total int, left int64) {
+	for _, ts := range tables {
 		if ts == nil {
 			continue
 		}
 		total++
-		if ts.Status == goka.PartitionRunning || !ts.Recovery.RecoveryTime.IsZero() {
+		if ts.Status == goka.PartitionRunning || (ts.Recovery != nil && !ts.Recovery.RecoveryTime.IsZero()) {
 			done++
 			continue
 		}
-		if ts.Recovery.Hwm > ts.Recovery.Offset {
+		if ts.Recovery != nil && ts.Recovery.Hwm > ts.Recovery.Offset {
 			left += ts.Recovery.Hwm - ts.Recovery.Offset
 		}
 	}

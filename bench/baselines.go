@@ -339,7 +339,7 @@ func DRaw(ctx context.Context, pgURL string, orders int) (rowsPerS float64, err 
 	}
 	ctx, cancel := context.WithTimeout(ctx, baselineTimeout)
 	defer cancel()
-	if err := pgsink.MigrateURL(ctx, pgURL); err != nil {
+	if err := pgsink.MigrateURL(ctx, pgURL, nil); err != nil {
 		return 0, fmt.Errorf("bench: d_raw: %w", err)
 	}
 	conn, err := pgx.Connect(ctx, pgURL)

@@ -230,7 +230,8 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := pgsink.MigrateURL(ctx, *url); err != nil {
+	// Progress on stderr, so that a long migration shows what it is doing.
+	if err := pgsink.MigrateURL(ctx, *url, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
 		return err
 	}
 	fmt.Fprintln(stderr, "migrations applied")

@@ -44,7 +44,7 @@ func newDB(t testing.TB) *pgxpool.Pool {
 	if err != nil {
 		t.Fatalf("create database: %v", err)
 	}
-	if err := MigrateURL(ctx, url); err != nil {
+	if err := MigrateURL(ctx, url, nil); err != nil {
 		t.Fatalf("migrate %s: %v", name, err)
 	}
 	pool, err := pgxpool.New(ctx, url)

@@ -82,8 +82,11 @@ func migrateSchema(ctx context.Context, conn *pgx.Conn, log *slog.Logger) (err e
 }
 
 // MigrateURL connects to the database at url, runs Migrate on it and closes
-// the connection.
-func MigrateURL(ctx context.Context, url string) error { return migrateURL(ctx, url, nil) }
+// the connection. With log set, it says which migration it applies, n of
+// m; nil is quiet.
+func MigrateURL(ctx context.Context, url string, log *slog.Logger) error {
+	return migrateURL(ctx, url, log)
+}
 
 // migrateURL is MigrateURL with migrateSchema's progress lines on log.
 func migrateURL(ctx context.Context, url string, log *slog.Logger) error {

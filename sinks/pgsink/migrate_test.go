@@ -112,7 +112,7 @@ func TestMigrateTwiceIsNoop(t *testing.T) {
 func TestMigrateSchema(t *testing.T) {
 	t.Parallel()
 	url := emptyDB(t, "migrate_schema")
-	if err := MigrateURL(t.Context(), url); err != nil {
+	if err := MigrateURL(t.Context(), url, nil); err != nil {
 		t.Fatalf("MigrateURL: %v", err)
 	}
 	conn := connectDB(t, url)
@@ -200,7 +200,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	errs := make([]error, migrators)
 	var wg sync.WaitGroup
 	for i := range migrators {
-		wg.Go(func() { errs[i] = MigrateURL(t.Context(), url) })
+		wg.Go(func() { errs[i] = MigrateURL(t.Context(), url, nil) })
 	}
 	wg.Wait()
 	for i, err := range errs {

@@ -43,3 +43,23 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("access log lines without AccessLog:\n%s", quietLogged())
 	}
 }
+
+// With AccessLogEvery the lines are sampled, except 5xx answers, which are
+// all logged.
+func TestAccessLogSampled(t *testing.T) {
+	log, logged := testlog.Capture()
+	h := newHarness(t, options{cfg: Config{AccessLog: true, AccessLogEvery: 10}, log: log})
+	for range 50 {
+		h.do("GET", "/v1/orders/not-a-uuid", "", "")
+	}
+	if n := strings.Count(logged(), "path=/v1/orders/not-a-uuid"); n != 5 {
+		t.Errorf("50 requests sampled 1 in 10: %d lines, want 5", n)
+	}
+	rare := &Edge{cfg: Config{AccessLogEvery: 1 << 30}}
+	if !rare.sampled(503) {
+		t.Error("a 503 answer is not logged under sampling, want every 5xx logged")
+	}
+	if rare.sampled(200) {
+		t.Error("a 200 answer logged at 1 in 2^30, want it sampled out")
+	}
+}

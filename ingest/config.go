@@ -114,6 +114,10 @@ type Config struct {
 	// status, duration, remote address, client and order id. Off by
 	// default: under load it is a line per request.
 	AccessLog bool
+	// AccessLogEvery, with AccessLog, samples the lines: one request in
+	// this many, plus every 5xx answer (the ones an operator looks for).
+	// Default 1: every request.
+	AccessLogEvery int
 	// APIKeysFile is the API keys file (see NewAPIKey for its format).
 	// Default "": authentication is off, which New allows only when Listen is
 	// a loopback address.
@@ -167,6 +171,7 @@ const (
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.AccessLogEvery, 1)
 	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&c.MaxBatchBodyBytes, DefaultMaxBatchBodyBytes)
 	setDefault(&c.MaxBatchOrders, DefaultMaxBatchOrders)
@@ -238,6 +243,7 @@ func (c Config) Validate() error {
 	check(c.MaxConns < 0, "max conns must be positive, got %d", c.MaxConns)
 	check(math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateLimit < 0, "rate limit must be a finite number >= 0, got %v", c.RateLimit)
 	check(c.RateBurst < 0, "rate burst must be >= 0, got %d", c.RateBurst)
+	check(c.AccessLogEvery < 0, "access log every must be >= 1, got %d", c.AccessLogEvery)
 	if err := validTLS(c.TLSCertFile, c.TLSKeyFile); err != nil {
 		errs = append(errs, err)
 	}

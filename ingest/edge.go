@@ -89,11 +89,13 @@ type Edge struct {
 	anon    *client                 // the caller when authentication is off
 	limiter *rateLimiter            // nil: no rate limit
 	cert    *certificate            // nil: plain HTTP
-	adm     *admission
-	idem    *idempotency
-	doubt   *doubt
-	waiters *waiters
-	metrics *metrics
+	// accessSeq counts the requests the access log samples from.
+	accessSeq atomic.Uint64
+	adm       *admission
+	idem      *idempotency
+	doubt     *doubt
+	waiters   *waiters
+	metrics   *metrics
 	// progress is how far the orders view has applied the table, and
 	// probes asks the broker about orders the view does not show: both
 	// for read-your-writes on any edge (see resolveUnseen).

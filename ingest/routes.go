@@ -151,7 +151,7 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 		}
 		took := time.Since(start)
 		e.metrics.observeRequest(name, ctx.Response.StatusCode(), took)
-		if e.cfg.AccessLog {
+		if e.cfg.AccessLog && e.sampled(ctx.Response.StatusCode()) {
 			e.accessLog(ctx, name, who, took)
 		}
 	}()
@@ -208,6 +208,15 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rt.handle(ctx, c, param)
+}
+
+// sampled reports whether the access log keeps a request answered with
+// status: every AccessLogEvery-th one, and every 5xx.
+func (e *Edge) sampled(status int) bool {
+	if status >= 500 || e.cfg.AccessLogEvery <= 1 {
+		return true
+	}
+	return e.accessSeq.Add(1)%uint64(e.cfg.AccessLogEvery) == 0
 }
 
 // accessLog writes one line per request: what was asked, by whom, the

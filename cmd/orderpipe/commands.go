@@ -126,6 +126,7 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 	if roles.Ingest {
 		fs.StringVar(&cfg.Ingest.Listen, "listen", ingest.DefaultListen, "edge listen address")
 		fs.BoolVar(&cfg.Ingest.AccessLog, "access-log", false, "log every request (method, path, status, duration, client, order id) at info level")
+		fs.IntVar(&cfg.Ingest.AccessLogEvery, "access-log-every", 1, "with --access-log, log one request in this many, and every 5xx answer")
 		fs.StringVar(&cfg.Ingest.APIKeysFile, "api-keys-file", "", "API keys file (client id, sha256 of key, scopes per line); empty turns auth off, allowed on loopback only")
 		fs.StringVar(&cfg.Ingest.TLSCertFile, "tls-cert", "", "PEM certificate chain: serve HTTPS with it and --tls-key (reloaded on SIGHUP); empty serves plain HTTP")
 		fs.StringVar(&cfg.Ingest.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")

@@ -73,11 +73,13 @@ type Collector struct {
 	log      *slog.Logger
 	groupLag *prometheus.Desc
 	viewLag  *prometheus.Desc
+	readOK   *prometheus.Desc
 
 	mu       sync.Mutex
 	groups   map[string]map[string]map[int32]int64 // group -> topic -> partition -> lag
 	views    map[string]map[int32]int64            // view -> partition -> lag
 	viewsErr error                                 // why the last view reading failed
+	readErr  bool                                  // the last reading failed, in part or whole
 }
 
 // New returns a collector that reads through adm, which stays the
@@ -106,6 +108,9 @@ func New(cfg Config, adm *kadm.Client, log *slog.Logger) (*Collector, error) {
 		viewLag: prometheus.NewDesc("orderpipe_view_lag_records",
 			"Records of its table topic a view of this process has not applied yet, by view and partition.",
 			[]string{"view", "partition"}, nil),
+		readOK: prometheus.NewDesc("orderpipe_lag_reading_ok",
+			"1 when the last lag reading succeeded; 0 when it failed (a broker away), and the lag series it could not read are left out rather than shown stale.",
+			nil, nil),
 	}, nil
 }
 
@@ -147,15 +152,16 @@ func (c *Collector) Refresh(ctx context.Context) error {
 	views, verr := c.readViews(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if groups != nil {
-		c.groups = groups
-	}
-	if verr == nil {
-		c.views = views
-	} else {
+	// A reading that failed drops the old values: a lag frozen at its
+	// last value while the broker is away would read as "caught up".
+	c.groups = groups
+	c.views = views
+	if verr != nil {
+		c.views = nil
 		errs = append(errs, verr)
 	}
 	c.viewsErr = verr
+	c.readErr = len(errs) > 0
 	return errors.Join(errs...)
 }
 
@@ -280,6 +286,7 @@ func (c *Collector) ViewsCheck(limit int64) func() error {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.groupLag
 	ch <- c.viewLag
+	ch <- c.readOK
 }
 
 // Collect implements prometheus.Collector with the last reading.
@@ -298,4 +305,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.viewLag, prometheus.GaugeValue, float64(n), v, strconv.Itoa(int(p)))
 		}
 	}
+	ok := 1.0
+	if c.readErr {
+		ok = 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.readOK, prometheus.GaugeValue, ok)
 }

@@ -164,3 +164,59 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A reading that fails (the broker is gone) drops the old values instead of
+// showing them stale, and says so in orderpipe_lag_reading_ok.
+func TestFailedReadingDropsStaleLag(t *testing.T) {
+	c, err := membroker.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close) // closed below already; Close is idempotent
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RetryTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(context.Background(), 3, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, cl, []int{5, 0, 0})
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: topic, Partition: 0, At: 1, LeaderEpoch: -1})
+	if err := adm.CommitAllOffsets(context.Background(), "g", offs); err != nil {
+		t.Fatal(err)
+	}
+	col, err := lag.New(lag.Config{Groups: []string{"g"}, Timeout: 2 * time.Second}, adm, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(col)
+	if err := col.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(col, "orderpipe_consumer_lag_records"); n != 3 {
+		t.Fatalf("before the broker went: %d lag series, want 3 (one per partition)", n)
+	}
+	readingOK := func(v int) string {
+		return fmt.Sprintf("# HELP orderpipe_lag_reading_ok 1 when the last lag reading succeeded; 0 when it failed (a broker away), and the lag series it could not read are left out rather than shown stale.\n# TYPE orderpipe_lag_reading_ok gauge\norderpipe_lag_reading_ok %d\n", v)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(readingOK(1)), "orderpipe_lag_reading_ok"); err != nil {
+		t.Error(err)
+	}
+
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := col.Refresh(ctx); err == nil {
+		t.Fatal("Refresh with the broker gone: nil error, want one")
+	}
+	if n := testutil.CollectAndCount(col, "orderpipe_consumer_lag_records"); n != 0 {
+		t.Errorf("after a failed reading: %d lag series, want 0 (no stale values)", n)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(readingOK(0)), "orderpipe_lag_reading_ok"); err != nil {
+		t.Errorf("after a failed reading: %v", err)
+	}
+}

@@ -290,6 +290,11 @@ function renderLag(m) {
   for (const v of views) {
     rows.push(el("tr", { "data-lag": "view" }, el("td", {}, "view " + v.labels.view), el("td", { class: "muted" }, "changelog"), el("td", { class: "num " + lagClass(v.value) }, fmtCount(v.value))));
   }
+  // The collector leaves out what it could not read rather than show it
+  // stale: say so, or a missing group reads as a caught-up one.
+  if (sum(m, "orderpipe_lag_reading_ok", {}) === 0) {
+    rows.unshift(el("tr", { "data-lag": "failed" }, el("td", { colSpan: 3, class: "warn" }, "lag unknown: the last reading failed (the broker did not answer); rows it could not read are left out")));
+  }
   if (rows.length === 0) rows.push(el("tr", {}, el("td", { colSpan: 3, class: "muted" }, NONE + " (this process exports no lag metrics)")));
   $("lag-body").replaceChildren(...rows);
 }

@@ -89,6 +89,8 @@ type Edge struct {
 	anon    *client                 // the caller when authentication is off
 	limiter *rateLimiter            // nil: no rate limit
 	cert    *certificate            // nil: plain HTTP
+	// pingFailing is set while the edge's pings of the brokers fail.
+	pingFailing atomic.Pointer[pingFailure]
 	// accessSeq counts the requests the access log samples from.
 	accessSeq atomic.Uint64
 	adm       *admission

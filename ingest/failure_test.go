@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -225,4 +226,31 @@ func TestShutdown(t *testing.T) {
 	if _, err := doOn(h.http, "GET", "/healthz", "", ""); err == nil {
 		t.Error("the edge still accepts connections after Run returned")
 	}
+}
+
+// TestBrokerCheckNoticesUnreachable: with the broker gone and no order to
+// produce, /readyz's broker check says so within seconds, from the edge's
+// own pings, and it is not critical (every edge shares the broker).
+func TestBrokerCheckNoticesUnreachable(t *testing.T) {
+	h := newHarness(t, options{})
+	broker := func() (string, int) {
+		r := h.do("GET", "/readyz", "", "")
+		var rep struct {
+			Checks map[string]string `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &rep); err != nil {
+			t.Fatalf("readyz body %q: %v", r.body, err)
+		}
+		return rep.Checks["broker"], r.status
+	}
+	if got, _ := broker(); got != "ok" {
+		t.Fatalf("broker check with the broker up: %q, want ok", got)
+	}
+	h.cluster.Close()
+	await.Until(t, "the broker check to report the broker unreachable", 15*time.Second, func() error {
+		if got, _ := broker(); !strings.Contains(got, "no broker answers a ping since") {
+			return fmt.Errorf("broker check %q", got)
+		}
+		return nil
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/topology"
@@ -93,11 +94,15 @@ func (e *Edge) accepting() error {
 	}
 }
 
-// brokerAnswering fails while records are in doubt: written to a broker
-// that has not answered within the produce timeout.
+// brokerAnswering fails while records are in doubt (written to a broker
+// that has not answered within the produce timeout) or no broker answers
+// the edge's pings (one a second), whichever shows first.
 func (e *Edge) brokerAnswering() error {
 	if n := e.doubt.total(); n > 0 {
 		return fmt.Errorf("%d records in doubt: the broker has not answered within the produce timeout", n)
+	}
+	if f := e.pingFailing.Load(); f != nil {
+		return fmt.Errorf("no broker answers a ping since %s: %v", f.since.UTC().Format(time.RFC3339), f.err)
 	}
 	return nil
 }

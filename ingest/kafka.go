@@ -282,26 +282,54 @@ func (d *doubt) total() int {
 }
 
 // pingWhileFailed pings the brokers every interval while a partition is
-// closed by a failure, and opens the partitions once one answers. It
-// returns when ctx ends.
+// closed by a failure, and opens the partitions once one answers; and,
+// every healthEvery otherwise, so that /readyz's broker check notices an
+// unreachable broker before a produce has timed out. It returns when ctx
+// ends.
 func (e *Edge) pingWhileFailed(ctx context.Context, interval time.Duration) error {
+	const healthEvery = 4 // ticks: one ping a second at 250ms
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		if !e.doubt.anyFailed() {
+		failed := e.doubt.anyFailed()
+		if !failed && tick%healthEvery != 0 {
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := e.producer.Ping(pctx)
 		cancel()
-		if err == nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		e.pinged(err)
+		if err == nil && failed {
 			e.doubt.clearFailed()
 			e.log.Info("a broker answers again: orders are produced again")
 		}
 	}
+}
+
+// pinged records the outcome of a ping for the broker check: the last
+// error and since when pings have failed, or nothing once one answered.
+func (e *Edge) pinged(err error) {
+	if err == nil {
+		e.pingFailing.Store(nil)
+		return
+	}
+	since := time.Now()
+	if prev := e.pingFailing.Load(); prev != nil {
+		since = prev.since
+	}
+	e.pingFailing.Store(&pingFailure{err: err, since: since})
+}
+
+// pingFailure is a ping that failed, and since when they have.
+type pingFailure struct {
+	err   error
+	since time.Time
 }

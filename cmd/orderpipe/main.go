@@ -121,7 +121,11 @@ func runRoles(ctx context.Context, name string, args []string, roles app.Roles, 
 		roles.EnsureTopics = false
 	}
 	if roles.Ingest {
-		cfg.OnReady = func(addr string) { announce(stdout, addr) }
+		scheme := "http"
+		if cfg.Ingest.TLSCertFile != "" {
+			scheme = "https"
+		}
+		cfg.OnReady = func(addr string) { announce(stdout, scheme+"://"+addr) }
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -158,9 +162,9 @@ func startCPUProfile(path string) (func() error, error) {
 	}, nil
 }
 
-// announce prints where to send orders, with a curl that works as is.
-func announce(w io.Writer, addr string) {
-	base := "http://" + addr
+// announce prints where to send orders, with a curl that works as is, and
+// where to watch them; base is the edge's scheme://host:port.
+func announce(w io.Writer, base string) {
 	fmt.Fprintf(w, `
 orderpipe is ready: %[1]s
 
@@ -168,8 +172,9 @@ orderpipe is ready: %[1]s
   curl -s -X PUT %[1]s/v1/inventory/SKU-1 -H 'Content-Type: application/json' -d '{"available": 10}'
   curl -s -X POST %[1]s/v1/orders -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \
        -d '{"customer_id":"c-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":2,"unit_price_cents":1250}]}'
-  curl -s '%[1]s/v1/orders/<order_id>?wait=2s'
+  curl -s '%[1]s/v1/orders/<order_id>?wait=2s&trace=1'
 
+  dashboard: %[1]s/ui   API: %[1]s/openapi.json
   metrics: %[1]s/metrics   readiness: %[1]s/readyz   stop: Ctrl-C
 `, base)
 }

@@ -163,12 +163,6 @@ func (v *tableView) Run(ctx context.Context) error {
 		}()
 		v.cur.Store(view)
 		defer v.cur.Store(nil)
-		// Progress lines while a long recovery runs (a table rebuilt from
-		// its changelog can take minutes).
-		pctx, stopProgress := context.WithCancel(ctx)
-		progressDone := make(chan struct{})
-		go func() { defer close(progressDone); processors.LogViewRecovery(pctx, v.log, view, v.name) }()
-		defer func() { stopProgress(); <-progressDone }()
 		if v.onRunning != nil {
 			rctx, cancel := context.WithCancel(ctx)
 			done := make(chan struct{})

@@ -139,19 +139,6 @@ func (g *Group) logRecovery(ctx context.Context, p *goka.Processor, every time.D
 	})
 }
 
-// LogViewRecovery says every 5s, until v has recovered table or ctx ends,
-// how far its recovery is: partitions done of all, and records still to
-// read. It blocks; the caller owns the goroutine.
-func LogViewRecovery(ctx context.Context, log *slog.Logger, v *goka.View, table string) {
-	logRecovery(ctx, log.With("view", table), table, recoveryProgressEvery, v.Recovered, func() []*goka.TableStats {
-		var out []*goka.TableStats
-		for _, ts := range v.Stats(ctx).Partitions {
-			out = append(out, ts)
-		}
-		return out
-	})
-}
-
 // logRecovery logs progress lines every interval until recovered or ctx
 // ends: partitions done of those held, and records still to read. A
 // recovery shorter than interval says nothing, not even its end.

@@ -1,7 +1,9 @@
-// Package processors runs orderpipe's Goka processors and views with a
-// Sarama configuration chosen on purpose (Goka's defaults lose or delay
-// orders; see shared/notes/goka.md). The callbacks live in the orders and
-// inventory subpackages; the graphs are declared in topology.
+// Package processors runs orderpipe's Goka processors and views. They
+// consume with Sarama, configured on purpose (Goka's defaults lose or delay
+// orders, see docs/), and produce with franz-go (package producer: Sarama's
+// idempotent producer reorders and drops acknowledged records after a
+// connection loss). The callbacks live in the orders and inventory
+// subpackages; the graphs are declared in topology.
 package processors
 
 import (
@@ -41,7 +43,8 @@ type Config struct {
 	// its group table against it and fails on a mismatch.
 	Replication int16
 	// FlushFrequency is how long the producer lingers to batch records.
-	// Default 2ms: Goka's 100ms default would add 100ms to every hop of the saga.
+	// Default 2ms: Goka's 100ms default would add 100ms to every hop of
+	// the saga, franz-go's 10ms 10ms.
 	FlushFrequency time.Duration
 	// FetchWait trades latency for broker load. 0 (the default): the
 	// broker answers a fetch as soon as one record is there, so a hop of
@@ -62,13 +65,13 @@ type Config struct {
 	// map write, and a restart recovers it from its compacted changelog,
 	// which holds one record per SKU.
 	InventoryOnDisk bool
-	// BrokerRetry is how long a producer keeps retrying a record, and the
-	// clients their metadata, while no broker answers, before the processor
-	// fails (its supervisor then rebuilds it). Default 60s: a broker restart
-	// (stop, JVM start, log recovery) takes 10-30s here, and idempotent
-	// producing with one request in flight makes every retry safe, so
-	// waiting it out is cheaper than rebuilding a processor and recovering
-	// its tables.
+	// BrokerRetry is how long the processors' producer keeps a record
+	// while no broker answers before it fails it (kgo's
+	// RecordDeliveryTimeout; then the group fails and its supervisor
+	// rebuilds it). Default 60s: a broker restart (stop, JVM start, log
+	// recovery) takes 10-30s here, and franz-go's idempotent producer
+	// retries without reordering or duplicating, so waiting it out is
+	// cheaper than rebuilding a processor and recovering its tables.
 	BrokerRetry time.Duration
 	// Logger receives Goka's and Sarama's messages. Default slog.Default().
 	Logger *slog.Logger
@@ -123,22 +126,8 @@ func (c Config) SaramaConfig() *sarama.Config {
 	cfg := goka.DefaultConfig()
 	cfg.ClientID = c.ClientID
 	cfg.Version = c.KafkaVersion
-	// Idempotent, acks=all, one request in flight: retries can neither
-	// duplicate nor reorder records within a partition, which the saga's
-	// idempotency argument relies on (see package topology).
-	cfg.Producer.RequiredAcks = sarama.WaitForAll
-	cfg.Producer.Idempotent = true
-	cfg.Net.MaxOpenRequests = 1
-	// Retries start fast (a leader moved) and slow down to a second, for
-	// BrokerRetry in all (a broker restarts). Sarama's default, 3 x 100ms,
-	// made any outage longer than a fraction of a second fatal. Each retry
-	// refreshes the metadata with Sarama's own few quick retries; those stay
-	// short, since they also hold up stopping a view or consumer.
-	cfg.Producer.Retry.Max, cfg.Producer.Retry.BackoffFunc = retries(c.BrokerRetry)
-	cfg.Producer.Flush.Frequency = c.FlushFrequency
-	cfg.Producer.Flush.Bytes = 256 << 10
-	cfg.Producer.Flush.MaxMessages = 0
-	cfg.Producer.Compression = sarama.CompressionLZ4
+	// No producer settings: the processors produce with franz-go (package
+	// producer), never with Sarama.
 	// A group that joins for the first time must see the orders that were
 	// sent before it existed; Goka's default (newest) would skip them.
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
@@ -174,36 +163,12 @@ func (c Config) topicManagerConfig() *goka.TopicManagerConfig {
 	return tm
 }
 
-// producerConfig is SaramaConfig for the processors' producers. Sarama's
-// producer fails a message at once, without its retries, when it has no
-// connection to the partition's leader and a metadata refresh fails
-// (partitionProducer.updateLeaderIfBrokerProducerIsNil): with the broker
-// away, every emit failed within seconds. Here the refresh itself retries
-// for BrokerRetry. Only the producer gets it: consumers and views refresh
-// with Sarama's short retries, or stopping them would wait that long.
-func (c Config) producerConfig() *sarama.Config {
-	cfg := c.SaramaConfig()
-	cfg.Metadata.Retry.Max, cfg.Metadata.Retry.BackoffFunc = retries(c.BrokerRetry)
-	return cfg
-}
-
 // backoff spaces Goka's reconnects of a view and restarts of a failed
 // partition. Goka's default waits in 10s steps up to 2 minutes: after a
 // broker restart, reads and orders would stall that long (measured: the
 // first order accepted 13.7s after the broker was back).
 func backoff() (goka.Backoff, error) {
 	return goka.NewSimpleBackoff(250*time.Millisecond, 2*time.Second), nil
-}
-
-// retries returns a retry count and a backoff (50ms doubling to 1s) whose
-// waits add up to at least window.
-func retries(window time.Duration) (int, func(retries, maxRetries int) time.Duration) {
-	backoff := func(n, _ int) time.Duration { return min(50*time.Millisecond<<min(n, 5), time.Second) }
-	n := 0
-	for sum := time.Duration(0); sum < window; n++ {
-		sum += backoff(n, 0)
-	}
-	return n, backoff
 }
 
 // gokaLogger sends Goka's printf-style logs to slog at debug level: Goka
@@ -266,9 +231,10 @@ func (c Config) storageBuilder(table goka.Table, sub string, failed func(error))
 	}, nil
 }
 
-// processorOptions are the options of every processor of group.
-// storageFailed is told when table storage cannot be rebuilt.
-func (c Config) processorOptions(group goka.Group, storageFailed func(error)) ([]goka.ProcessorOption, error) {
+// processorOptions are the options of every processor of group, which
+// produces through producers. storageFailed is told when table storage
+// cannot be rebuilt.
+func (c Config) processorOptions(group goka.Group, producers goka.ProducerBuilder, storageFailed func(error)) ([]goka.ProcessorOption, error) {
 	sc := c.SaramaConfig()
 	sb, err := c.storageBuilder(goka.GroupTable(group), filepath.Join("processor", string(group)), storageFailed)
 	if err != nil {
@@ -284,7 +250,7 @@ func (c Config) processorOptions(group goka.Group, storageFailed func(error)) ([
 		goka.WithTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, tm)),
 		goka.WithConsumerGroupBuilder(orderedCommits(goka.ConsumerGroupBuilderWithConfig(sc))),
 		goka.WithConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
-		goka.WithProducerBuilder(goka.ProducerBuilderWithConfig(c.producerConfig())),
+		goka.WithProducerBuilder(producers),
 		goka.WithBackoffBuilder(backoff),
 	}, nil
 }

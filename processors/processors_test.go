@@ -128,6 +128,7 @@ func (h *harness) startRunner(dataDir string, reg prometheus.Registerer) (*proce
 					return
 				}
 			}
+			p.Close()
 		})
 	}
 	h.t.Cleanup(stop)

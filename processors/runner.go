@@ -12,6 +12,7 @@ import (
 	"github.com/orderpipe/orderpipe/internal/supervise"
 	"github.com/orderpipe/orderpipe/processors/inventory"
 	"github.com/orderpipe/orderpipe/processors/orders"
+	"github.com/orderpipe/orderpipe/processors/producer"
 	"github.com/prometheus/client_golang/prometheus"
 	gometrics "github.com/rcrowley/go-metrics"
 )
@@ -26,13 +27,16 @@ type Deps struct {
 }
 
 // Processors are the orders and the inventory group of one process, each a
-// role of its own (Group). Several processes share the partitions of each
-// group through its consumer group.
+// role of its own (Group), and the producer both write through. Several
+// processes share the partitions of each group through its consumer
+// group.
 type Processors struct {
 	Orders, Inventory *Group
+	producer          *producer.Client
 }
 
-// New checks cfg and builds both groups; it connects to nothing yet.
+// New checks cfg and builds both groups and their producer; it connects to
+// nothing yet. Close it once neither group runs.
 func New(cfg Config, deps Deps) (*Processors, error) {
 	if deps.Logger != nil {
 		cfg.Logger = deps.Logger
@@ -45,11 +49,19 @@ func New(cfg Config, deps Deps) (*Processors, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register processor metrics: %w", err)
 	}
+	prod, err := producer.New(producer.Config{
+		Brokers: cfg.Brokers, ClientID: cfg.ClientID + "-processors",
+		Linger: cfg.FlushFrequency, DeliveryTimeout: cfg.BrokerRetry,
+	}, producer.Deps{Registerer: deps.Registerer, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	op := orders.New(cfg.Logger.With("group", "orders"), ordersMetrics{m}, nil, orders.Limits{})
 	ip := inventory.New(cfg.Logger.With("group", "inventory"), inventoryMetrics{m}, nil)
 	ps := &Processors{
-		Orders:    &Group{cfg: cfg, graph: op.Graph()},
-		Inventory: &Group{cfg: cfg, graph: ip.Graph()},
+		Orders:    &Group{cfg: cfg, graph: op.Graph(), producers: prod.Builder(string(op.Graph().Group()))},
+		Inventory: &Group{cfg: cfg, graph: ip.Graph(), producers: prod.Builder(string(ip.Graph().Group()))},
+		producer:  prod,
 	}
 	if deps.Registerer != nil {
 		// A Sarama registry per group: Sarama unregisters a client's
@@ -64,12 +76,17 @@ func New(cfg Config, deps Deps) (*Processors, error) {
 		}
 		for _, c := range cs {
 			if err := deps.Registerer.Register(c); err != nil {
+				prod.Close()
 				return nil, fmt.Errorf("register goka and sarama metrics: %w", err)
 			}
 		}
 	}
 	return ps, nil
 }
+
+// Close flushes and closes the producer; call it after both groups' Run
+// returned.
+func (p *Processors) Close() { p.producer.Close() }
 
 // Groups returns both groups, orders first.
 func (p *Processors) Groups() []*Group { return []*Group{p.Orders, p.Inventory} }
@@ -79,8 +96,9 @@ func (p *Processors) Groups() []*Group { return []*Group{p.Orders, p.Inventory} 
 // supervisor that calls Run again after a failure restarts the group in
 // this process, on the table state in DataDir.
 type Group struct {
-	cfg   Config
-	graph *goka.GroupGraph
+	cfg       Config
+	graph     *goka.GroupGraph
+	producers goka.ProducerBuilder
 	// current is the processor of the running Run, nil between runs.
 	current atomic.Pointer[goka.Processor]
 	// storageErr is set when table storage could not be opened or rebuilt,
@@ -97,7 +115,7 @@ func (g *Group) Name() string { return string(g.graph.Group()) }
 // of table storage that cannot be rebuilt is supervise.Permanent. Run must
 // not be called again while it runs.
 func (g *Group) Run(ctx context.Context) error {
-	opts, err := g.cfg.processorOptions(g.graph.Group(), g.storageFailed)
+	opts, err := g.cfg.processorOptions(g.graph.Group(), g.producers, g.storageFailed)
 	if err != nil {
 		return supervise.Permanent(err)
 	}

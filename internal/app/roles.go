@@ -9,6 +9,7 @@ import (
 
 	"github.com/lovoo/goka"
 	"github.com/orderpipe/orderpipe/ingest"
+	"github.com/orderpipe/orderpipe/internal/datadir"
 	"github.com/orderpipe/orderpipe/internal/health"
 	"github.com/orderpipe/orderpipe/internal/kafkaobs"
 	"github.com/orderpipe/orderpipe/internal/lag"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -63,37 +65,35 @@ func (e *env) close() {
 }
 
 // prepare sets up env. Every error it returns is permanent for the process:
-// configuration, topics that fail their check, a database that cannot be
-// created.
+// configuration, a data dir in use by another process, topics that fail
+// their check, a database that cannot be created.
 func prepare(ctx context.Context, cfg *Config, roles Roles, log *slog.Logger) (_ *env, err error) {
 	if err := cfg.Topology.Validate(); err != nil {
 		return nil, err
 	}
-	e := &env{brokers: cfg.Brokers, postgresURL: cfg.PostgresURL, dataDir: cfg.DataDir, registry: prometheus.NewRegistry()}
+	e := &env{brokers: cfg.Brokers, postgresURL: cfg.PostgresURL, registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			e.close()
 		}
 	}()
 	e.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The data dir first: it is locked before anything in it is opened,
+	// the embedded broker's log included.
+	dir, err := e.openDataDir(cfg.DataDir, roles, log)
+	if err != nil {
+		return nil, err
+	}
 	if len(e.brokers) == 0 {
-		c, err := membroker.Start()
-		if err != nil {
+		// The broker's log is kept only in a data dir the user gave.
+		var keep *datadir.Dir
+		if cfg.DataDir != "" {
+			keep = dir
+		}
+		if err := e.startBroker(keep, log); err != nil {
 			return nil, err
 		}
-		e.cleanups = append(e.cleanups, c.Close)
-		e.brokers = c.Brokers()
 		roles.EnsureTopics = true
-		log.Warn("no --brokers: started an IN-MEMORY Kafka broker; nothing survives this process, do not use it for real orders", "brokers", e.brokers)
-	}
-	if e.dataDir == "" && (roles.Ingest || roles.Process) {
-		dir, err := os.MkdirTemp("", "orderpipe-data-")
-		if err != nil {
-			return nil, fmt.Errorf("create data dir: %w", err)
-		}
-		e.cleanups = append(e.cleanups, func() { _ = os.RemoveAll(dir) })
-		e.dataDir = dir
-		log.Info("no --data-dir: table state goes to a temporary dir and is recovered from the changelogs at each start", "dir", dir)
 	}
 	if e.postgresURL == "" && roles.Sink {
 		srv, err := pglocal.Start(ctx, pglocal.Config{Logger: log.With("component", "pglocal")})
@@ -110,25 +110,88 @@ func prepare(ctx context.Context, cfg *Config, roles Roles, log *slog.Logger) (_
 		e.postgresURL = srv.URL()
 		log.Warn("no --postgres-url: started a THROWAWAY PostgreSQL, removed on exit", "url", e.postgresURL)
 	}
-	if e.replication, err = prepareTopics(ctx, e.brokers, cfg.Topology, roles.EnsureTopics, log); err != nil {
+	// Logs only: kprom's admin metrics belong to the lag collector's
+	// long-lived client.
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.brokers...)}, kafkaobs.Opts(nil, "admin", log)...)...)
+	if err != nil {
+		return nil, fmt.Errorf("admin client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if e.replication, err = prepareTopics(actx, adm, cfg.Topology, roles.EnsureTopics, log); err != nil {
 		return nil, err
+	}
+	if dir != nil {
+		// After the topics are checked (their ids are the ones checked)
+		// and before any table state is opened.
+		origin, err := datadir.ReadOrigin(actx, adm, string(topology.OrdersTable()), string(topology.InventoryTable()))
+		if err != nil {
+			return nil, err
+		}
+		if err := dir.Reconcile(origin, log); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
 
+// openDataDir locks the data dir at path, or, when path is empty and
+// roles keep table state, a temporary one removed on close. It returns
+// nil when the process keeps no table state and was given no dir.
+func (e *env) openDataDir(path string, roles Roles, log *slog.Logger) (*datadir.Dir, error) {
+	if path == "" {
+		if !roles.Ingest && !roles.Process {
+			return nil, nil
+		}
+		tmp, err := os.MkdirTemp("", "orderpipe-data-")
+		if err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		e.cleanups = append(e.cleanups, func() { _ = os.RemoveAll(tmp) })
+		log.Info("no --data-dir: table state goes to a temporary dir and is recovered from the changelogs at each start", "dir", tmp)
+		path = tmp
+	}
+	dir, err := datadir.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	e.cleanups = append(e.cleanups, func() { _ = dir.Close() })
+	e.dataDir = dir.Path()
+	return dir, nil
+}
+
+// startBroker starts the embedded broker. In keep (a data dir the user
+// gave) it keeps its log, topics and group offsets, and reloads them at
+// the next start, so that a process started again on the dir has every
+// order it accepted, and table state that agrees with the log. Without
+// keep they live in memory and end with the process.
+func (e *env) startBroker(keep *datadir.Dir, log *slog.Logger) error {
+	if keep == nil {
+		c, err := membroker.Start()
+		if err != nil {
+			return err
+		}
+		e.cleanups = append(e.cleanups, c.Close)
+		e.brokers = c.Brokers()
+		log.Warn("no --brokers: started an IN-MEMORY Kafka broker; nothing survives this process, do not use it for real orders", "brokers", e.brokers)
+		return nil
+	}
+	c, err := membroker.Start(kfake.DataDir(keep.Broker()))
+	if err != nil {
+		return fmt.Errorf("embedded broker in %s (remove that dir to start afresh, losing its orders): %w", keep.Broker(), err)
+	}
+	e.cleanups = append(e.cleanups, c.Close)
+	e.brokers = c.Brokers()
+	log.Warn("no --brokers: started an EMBEDDED Kafka broker that keeps its log in the data dir; one broker, no replication, do not use it for real orders",
+		"brokers", e.brokers, "dir", keep.Broker())
+	return nil
+}
+
 // prepareTopics creates (ensure) or checks the topics and returns the
 // replication factor the tables must have.
-func prepareTopics(ctx context.Context, brokers []string, tc topology.Config, ensure bool, log *slog.Logger) (int16, error) {
-	// Logs only: kprom's admin metrics belong to the lag collector's
-	// long-lived client.
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, kafkaobs.Opts(nil, "admin", log)...)...)
-	if err != nil {
-		return 0, fmt.Errorf("admin client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+func prepareTopics(ctx context.Context, adm *kadm.Client, tc topology.Config, ensure bool, log *slog.Logger) (int16, error) {
 	if ensure {
 		if err := tc.Ensure(ctx, adm, log); err != nil {
 			return 0, err
@@ -215,6 +278,8 @@ func build(cfg Config, roles Roles, e *env, shutdown health.Check, log *slog.Log
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		// After the groups' Run returned: e closes after every role.
+		e.cleanups = append(e.cleanups, procs.Close)
 		for _, g := range procs.Groups() {
 			back = append(back, role{name: g.Name() + " processor", run: g.Run, ready: g.Ready, status: new(supervise.Status), critical: true})
 		}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A local single-node Apache Kafka broker (KRaft, combined broker+controller)
-# on loopback, for integration tests and benchmarks. Kafka is not installed
-# from a tarball: its jars come from Maven Central through mvn, and
-# everything downloaded or written lives under the git-ignored .cache/.
+# A local Apache Kafka on loopback (KRaft), for integration tests and
+# benchmarks: one combined broker+controller node by default, or a cluster
+# of KAFKA_NODES of them. Kafka is not installed from a tarball: its jars
+# come from Maven Central through mvn, and everything downloaded or written
+# lives under the git-ignored .cache/.
 #
 # Usage: scripts/kafka.sh fetch | up | down [--purge] | clean | status | logs
 #
@@ -24,7 +25,7 @@
 #                          second broker's at the first's to skip its fetch
 #   KAFKA_M2_REPO          Maven's local repository, shared by every
 #                          KAFKA_HOME_DIR [$repo/.cache/kafka/m2]
-#   KAFKA_HEAP_OPTS        [-Xmx768m -Xms256m]
+#   KAFKA_HEAP_OPTS        [-Xmx768m -Xms256m], per node
 #   KAFKA_START_TIMEOUT    seconds `up` waits for the broker [90]
 #   KAFKA_EXTRA_PROPERTIES lines appended to server.properties (they win)
 #   KAFKA_OWNER_PID        stop the broker when this process is gone (tests)
@@ -35,6 +36,33 @@
 #
 # A second broker for a test: KAFKA_HOME_DIR=/tmp/k2 KAFKA_PORT=19092
 # KAFKA_CONTROLLER_PORT=19093 scripts/kafka.sh up
+#
+# A cluster: KAFKA_NODES=3 scripts/kafka.sh up starts three combined
+# broker+controller nodes, the three controllers one static quorum
+# (controller.quorum.voters), so that any one node can die and the other
+# two still elect a controller and leaders. Node i (1..N) lives in
+# $KAFKA_HOME_DIR/node-i and listens on KAFKA_PORT+2(i-1) and
+# KAFKA_CONTROLLER_PORT+2(i-1) (by default 9092/9093, 9094/9095,
+# 9096/9097; JMX, if asked, on KAFKA_JMX_PORT+i-1); the jars are fetched
+# once into KAFKA_LIBS_DIR for all. Its internal topics, and topics created
+# without a replication factor, have min(3, N) replicas; with 3 or more,
+# min.insync.replicas is 2 (so acks=all means two copies). Every verb acts
+# on all nodes (up starts them together: a node serves only once a
+# majority of the quorum runs); KAFKA_NODE=i makes it act on node i alone,
+# e.g. to stop or restart one broker of the cluster:
+#   KAFKA_NODES=3 scripts/kafka.sh up
+#   KAFKA_NODES=3 KAFKA_NODE=2 scripts/kafka.sh down    # and up again
+#   KAFKA_NODES=3 scripts/kafka.sh clean
+#   KAFKA_NODES          number of nodes [1]
+#   KAFKA_NODE           the one node a verb acts on, 1..KAFKA_NODES [all]
+# What cluster mode sets for each node, and what a harness that picks its
+# own ports per node sets itself (internal/kafkatest does):
+#   KAFKA_NODE_ID        this node's node.id [1]
+#   KAFKA_VOTERS         the static quorum, id@127.0.0.1:controller-port,...
+#                        naming this node; unset: a standalone quorum of
+#                        this node alone [unset]
+#   KAFKA_CLUSTER_ID     the cluster id to format with, the same on every
+#                        node of a cluster [random, at the first format]
 set -euo pipefail
 
 readonly KAFKA_VERSION=4.3.1
@@ -55,6 +83,11 @@ KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 KAFKA_EXTRA_PROPERTIES=${KAFKA_EXTRA_PROPERTIES:-}
 KAFKA_OWNER_PID=${KAFKA_OWNER_PID:-}
 KAFKA_JMX_PORT=${KAFKA_JMX_PORT:-}
+KAFKA_NODES=${KAFKA_NODES:-1}
+KAFKA_NODE=${KAFKA_NODE:-}
+KAFKA_NODE_ID=${KAFKA_NODE_ID:-1}
+KAFKA_VOTERS=${KAFKA_VOTERS:-}
+KAFKA_CLUSTER_ID=${KAFKA_CLUSTER_ID:-}
 
 log() { printf 'kafka.sh: %s\n' "$*"; }
 die() {
@@ -72,6 +105,14 @@ for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
 	[[ $p =~ ^[0-9]+$ ]] || die "port '$p' is not a number"
 done
 [[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT are both $KAFKA_PORT"
+[[ $KAFKA_NODES =~ ^[1-9][0-9]*$ ]] || die "KAFKA_NODES must be a number of nodes, not '$KAFKA_NODES'"
+[[ $KAFKA_NODE_ID =~ ^[0-9]+$ ]] || die "KAFKA_NODE_ID must be a number, not '$KAFKA_NODE_ID'"
+if [[ -n $KAFKA_VOTERS ]]; then
+	[[ $KAFKA_VOTERS =~ ^[0-9]+@[^,@:]+:[0-9]+(,[0-9]+@[^,@:]+:[0-9]+)*$ ]] ||
+		die "KAFKA_VOTERS must be id@host:port,..., not '$KAFKA_VOTERS'"
+	[[ ,$KAFKA_VOTERS, == *",$KAFKA_NODE_ID@127.0.0.1:$KAFKA_CONTROLLER_PORT,"* ]] ||
+		die "KAFKA_VOTERS ($KAFKA_VOTERS) does not name this node, $KAFKA_NODE_ID@127.0.0.1:$KAFKA_CONTROLLER_PORT"
+fi
 
 KAFKA_HOME_DIR=$(abspath "$KAFKA_HOME_DIR")
 KAFKA_LIBS_DIR=${KAFKA_LIBS_DIR:-$KAFKA_HOME_DIR/$KAFKA_VERSION/libs}
@@ -281,25 +322,40 @@ show_logs() {
 
 write_config() {
 	mkdir -p "$DATA_DIR"
+	# The quorum: this node alone (a dynamic quorum formatted --standalone),
+	# or the static voters of a cluster. Replicas as the cluster allows:
+	# min(3, nodes), and two in sync for acks=all once there are three.
+	local quorum nodes=1 rf isr=1
+	if [[ -n $KAFKA_VOTERS ]]; then
+		quorum="controller.quorum.voters=$KAFKA_VOTERS"
+		nodes=$(($(tr -cd , <<<"$KAFKA_VOTERS" | wc -c) + 1))
+	else
+		quorum="controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT"
+	fi
+	rf=$((nodes < 3 ? nodes : 3))
+	((rf < 3)) || isr=2
 	cat >"$SERVER_PROPS" <<EOF
 # Generated by scripts/kafka.sh on every start; edits are lost.
-# One combined KRaft node: broker and controller in one JVM, on loopback.
-node.id=1
+# A combined KRaft node: broker and controller in one JVM, on loopback;
+# one of $nodes.
+node.id=$KAFKA_NODE_ID
 process.roles=broker,controller
 listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+$quorum
 log.dirs=$DATA_DIR
 
-# A single node: every internal topic has one replica.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+# Internal topics and topics created without a replication factor.
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+default.replication.factor=$rf
+min.insync.replicas=$isr
 
 # Test friendly: groups form at once, topics are made on purpose only,
 # and the log cleaner looks for compactable logs every second.
@@ -344,22 +400,34 @@ run_java() {
 	"$JAVA" -Dlog4j2.configurationFile="$LOG4J_CONF" -cp "$KAFKA_LIBS_DIR/*" "$@"
 }
 
-# format_storage formats the KRaft storage once: a fresh cluster id and a
-# standalone dynamic quorum whose only voter is this node's controller.
+# format_storage formats the KRaft storage once: with KAFKA_CLUSTER_ID
+# (else a fresh cluster id), and either a standalone dynamic quorum whose
+# only voter is this node's controller or the static KAFKA_VOTERS.
 format_storage() {
-	local want="controller=127.0.0.1:$KAFKA_CONTROLLER_PORT"
+	local want="controller=127.0.0.1:$KAFKA_CONTROLLER_PORT" quorum=(--standalone)
+	if [[ -n $KAFKA_VOTERS ]]; then
+		want="node $KAFKA_NODE_ID of voters=$KAFKA_VOTERS"
+		quorum=() # static voters are in the config
+	fi
 	if [[ -f $DATA_DIR/meta.properties ]]; then
 		if [[ -f $FORMAT_MARK && $(<"$FORMAT_MARK") != "$want" ]]; then
 			die "the data in $DATA_DIR was formatted with $(<"$FORMAT_MARK"), not $want; use another KAFKA_HOME_DIR or run: scripts/kafka.sh down --purge"
 		fi
+		local had
+		had=$(sed -n 's/^cluster.id=//p' "$DATA_DIR/meta.properties")
+		if [[ -n $KAFKA_CLUSTER_ID && $had != "$KAFKA_CLUSTER_ID" ]]; then
+			die "the data in $DATA_DIR belongs to cluster $had, not KAFKA_CLUSTER_ID=$KAFKA_CLUSTER_ID; run: scripts/kafka.sh down --purge"
+		fi
 		return 0
 	fi
-	local cluster_id out
+	local cluster_id=$KAFKA_CLUSTER_ID out
 	rm -rf "$DATA_DIR"
 	mkdir -p "$DATA_DIR"
-	cluster_id=$(run_java kafka.tools.StorageTool random-uuid 2>>"$OUT_LOG") || die "storage tool random-uuid failed (see $OUT_LOG)"
+	if [[ -z $cluster_id ]]; then
+		cluster_id=$(run_java kafka.tools.StorageTool random-uuid 2>>"$OUT_LOG") || die "storage tool random-uuid failed (see $OUT_LOG)"
+	fi
 	log "formatting $DATA_DIR (cluster id $cluster_id)"
-	if ! out=$(run_java kafka.tools.StorageTool format --standalone \
+	if ! out=$(run_java kafka.tools.StorageTool format "${quorum[@]}" \
 		--cluster-id "$cluster_id" --config "$SERVER_PROPS" 2>&1); then
 		echo "$out" >&2
 		rm -rf "$DATA_DIR"
@@ -528,6 +596,130 @@ cmd_status() {
 	echo "running: pid $pid, bootstrap 127.0.0.1:$KAFKA_PORT, controller 127.0.0.1:$KAFKA_CONTROLLER_PORT, home $KAFKA_HOME_DIR"
 }
 
+# ---------------------------------------------------------------- cluster
+
+# The id every node of a cluster is formatted with, made at its first up.
+readonly CLUSTER_ID_FILE=$KAFKA_HOME_DIR/cluster.id
+
+node_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1))); }
+
+# voters prints the cluster's static quorum: every node's controller.
+voters() {
+	local i out=()
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		out+=("$i@127.0.0.1:$(node_controller_port "$i")")
+	done
+	(
+		IFS=,
+		echo "${out[*]}"
+	)
+}
+
+# ensure_cluster_id writes the cluster's id once: 16 random bytes in
+# Kafka's url-safe base64, never starting with '-' (Kafka avoids those too:
+# they read as an option on a command line).
+ensure_cluster_id() {
+	lock 7 "$CLUSTER_ID_FILE.lock"
+	[[ -s $CLUSTER_ID_FILE ]] && return 0
+	local id=-
+	while [[ $id == -* ]]; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+	done
+	echo "$id" >"$CLUSTER_ID_FILE"
+}
+
+# node_run I ARGS... runs this script with ARGS for node I of the cluster:
+# its home, ports and place in the static quorum, the cluster's jars and id.
+node_run() {
+	local i=$1 jmx="" id="" quorum
+	shift
+	[[ -z $KAFKA_JMX_PORT ]] || jmx=$((KAFKA_JMX_PORT + i - 1))
+	[[ ! -s $CLUSTER_ID_FILE ]] || id=$(<"$CLUSTER_ID_FILE")
+	quorum=$(voters)
+	KAFKA_NODES=1 KAFKA_NODE="" KAFKA_NODE_ID=$i KAFKA_VOTERS=$quorum KAFKA_CLUSTER_ID=$id \
+		KAFKA_HOME_DIR=$KAFKA_HOME_DIR/node-$i KAFKA_LIBS_DIR=$KAFKA_LIBS_DIR KAFKA_M2_REPO=$KAFKA_M2_REPO \
+		KAFKA_PORT=$(node_port "$i") KAFKA_CONTROLLER_PORT=$(node_controller_port "$i") KAFKA_JMX_PORT=$jmx \
+		"${BASH_SOURCE[0]}" "$@" 7>&- 8>&- 9>&-
+}
+
+# each_node VERB ARGS... -- NODES... runs VERB on the nodes at once (a node
+# of a cluster serves only once a majority of its quorum runs, and stopping
+# them one by one would leave the last without a controller for its
+# controlled shutdown), each line of output prefixed with the node, and
+# fails when one of them does.
+each_node() {
+	local args=()
+	while [[ $1 != -- ]]; do
+		args+=("$1")
+		shift
+	done
+	shift
+	local i pids=() failed=()
+	for i in "$@"; do
+		# A subshell of its own, so that no other node's process (its JVM
+		# least of all) inherits this pipe and keeps sed waiting.
+		(node_run "$i" "${args[@]}" 2>&1 | sed -u "s/^/node-$i: /") &
+		pids+=("$!")
+	done
+	local n=0
+	for i in "$@"; do
+		wait "${pids[n]}" || failed+=("node-$i")
+		n=$((n + 1))
+	done
+	((${#failed[@]} == 0)) || die "${args[0]} failed on ${failed[*]}"
+}
+
+# cluster runs a verb on the nodes of a KAFKA_NODES cluster, or on
+# KAFKA_NODE alone.
+cluster() {
+	local verb=$1 i nodes=() ports=()
+	shift
+	if [[ -n $KAFKA_NODE ]]; then
+		[[ $KAFKA_NODE =~ ^[0-9]+$ ]] && ((KAFKA_NODE >= 1 && KAFKA_NODE <= KAFKA_NODES)) ||
+			die "KAFKA_NODE must be in 1..$KAFKA_NODES, not '$KAFKA_NODE'"
+		nodes=("$KAFKA_NODE")
+	else
+		for ((i = 1; i <= KAFKA_NODES; i++)); do nodes+=("$i"); done
+	fi
+	for ((i = 1; i <= KAFKA_NODES; i++)); do
+		ports+=("$(node_port "$i")" "$(node_controller_port "$i")")
+		[[ -z $KAFKA_JMX_PORT ]] || ports+=($((KAFKA_JMX_PORT + i - 1)))
+	done
+	[[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) == "${#ports[@]}" ]] ||
+		die "the nodes' ports collide (${ports[*]}): choose KAFKA_PORT and KAFKA_CONTROLLER_PORT further apart"
+	case $verb in
+	up)
+		cmd_fetch
+		ensure_cluster_id
+		each_node up -- "${nodes[@]}"
+		local seeds=()
+		for i in "${nodes[@]}"; do seeds+=("127.0.0.1:$(node_port "$i")"); done
+		log "cluster of $KAFKA_NODES (quorum $(voters)) serving; bootstrap $(
+			IFS=,
+			echo "${seeds[*]}"
+		)"
+		;;
+	down)
+		each_node down "$@" -- "${nodes[@]}"
+		if [[ ${1:-} == --purge && -z $KAFKA_NODE ]]; then rm -f "$CLUSTER_ID_FILE" "$CLUSTER_ID_FILE.lock"; fi
+		;;
+	status)
+		local rc=0
+		for i in "${nodes[@]}"; do
+			node_run "$i" status | sed "s/^/node-$i: /" || rc=1
+		done
+		return $rc
+		;;
+	logs)
+		for i in "${nodes[@]}"; do
+			echo "===== node-$i"
+			node_run "$i" logs
+		done
+		;;
+	esac
+}
+
 # ------------------------------------------------------------------- main
 
 # usage prints the header comment's usage part and exits with $1.
@@ -535,6 +727,19 @@ usage() {
 	sed -n '/^# Usage:/,/^set -euo/{/^set/d; s/^# \{0,1\}//; p;}' "${BASH_SOURCE[0]}" >&2
 	exit "$1"
 }
+
+if ((KAFKA_NODES > 1)); then
+	case ${1:-} in
+	up | down | status | logs)
+		cluster "$@"
+		exit
+		;;
+	clean)
+		cluster down --purge
+		exit
+		;;
+	esac
+fi
 
 case ${1:-} in
 fetch) cmd_fetch && log "libs ready in $KAFKA_LIBS_DIR" ;;

@@ -2,8 +2,9 @@
 # Smoke check of scripts/kafka.sh: a throwaway broker in a temporary
 # KAFKA_HOME_DIR on other ports (so a broker on 9092 is left alone), taken
 # through up, status, a second up, down, a restart that keeps the data, and
-# down --purge. The jars are shared with the repo's .cache/kafka (fetched
-# there first if needed). Needs java and mvn; no Go, no client tools: the
+# down --purge; then a cluster of three (KAFKA_NODES=3) with one node
+# stopped and started again. The jars are shared with the repo's
+# .cache/kafka (fetched there first if needed). Needs java and mvn; no Go, no client tools: the
 # broker is probed with a Kafka ApiVersions request by kafka.sh itself.
 set -euo pipefail
 
@@ -18,7 +19,9 @@ KAFKA_HOME_DIR=$(mktemp -d /tmp/kafka_test.XXXXXX)
 export KAFKA_HOME_DIR
 export KAFKA_PORT=${KAFKA_TEST_PORT:-39092}
 export KAFKA_CONTROLLER_PORT=${KAFKA_TEST_CONTROLLER_PORT:-39093}
-trap '"$KAFKA_SH" down --purge >/dev/null 2>&1 || true; rm -rf "$KAFKA_HOME_DIR"' EXIT
+# The cluster's nodes listen on the next ports: KAFKA_PORT+2, +4 and so on.
+cluster_env=(KAFKA_NODES=3 KAFKA_PORT=$((KAFKA_PORT + 100)) KAFKA_CONTROLLER_PORT=$((KAFKA_CONTROLLER_PORT + 100)) KAFKA_HOME_DIR=$KAFKA_HOME_DIR/cluster)
+trap '"$KAFKA_SH" down --purge >/dev/null 2>&1 || true; env "${cluster_env[@]}" "$KAFKA_SH" clean >/dev/null 2>&1 || true; rm -rf "$KAFKA_HOME_DIR"' EXIT
 
 passed=0 failed=0
 check() { # check NAME COMMAND...: runs COMMAND, counts and reports it
@@ -64,6 +67,20 @@ kill "$owner"
 wait "$owner" 2>/dev/null || true
 check "the broker stops once its owner is gone" stopped_within 60
 check "down after that is a no-op" "$KAFKA_SH" down --purge
+
+# A cluster of three combined nodes (one static quorum): up, one node
+# stopped and started again while the other two serve, clean.
+in_cluster() { env "${cluster_env[@]}" "$@"; }
+cluster_ids() { sed -n 's/^cluster.id=//p' "$KAFKA_HOME_DIR"/cluster/node-*/run/data/meta.properties | sort -u | wc -l; }
+check "cluster up starts three nodes" in_cluster "$KAFKA_SH" up
+check "cluster status says all three run" in_cluster "$KAFKA_SH" status
+check "the three are formatted with one cluster id" test "$(cluster_ids)" = 1
+check "cluster: node 2 down alone" in_cluster KAFKA_NODE=2 "$KAFKA_SH" down
+check "cluster status fails with a node down" fails in_cluster "$KAFKA_SH" status
+check "cluster: node 1 still runs" in_cluster KAFKA_NODE=1 "$KAFKA_SH" status
+check "cluster: node 2 up again, on the quorum of the other two" in_cluster KAFKA_NODE=2 "$KAFKA_SH" up
+check "cluster clean" in_cluster "$KAFKA_SH" clean
+check "clean deleted every node's data" test ! -e "$KAFKA_HOME_DIR/cluster/node-1/run/data" -a ! -e "$KAFKA_HOME_DIR/cluster/cluster.id"
 
 echo "kafka_test: $passed passed, $failed failed"
 ((failed == 0))

@@ -151,7 +151,7 @@ func roleFlags(name string, roles app.Roles, stderr io.Writer) (*flag.FlagSet, *
 		durationFlag(fs, &cfg.BrokerRetry, "broker-retry", processors.DefaultBrokerRetry, "how long the processors' producers keep retrying while no broker answers (a broker restart) before a processor is rebuilt")
 	}
 	if roles.Process || roles.Ingest {
-		fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for Goka table state (LevelDB); empty uses a temporary dir removed on exit")
+		fs.StringVar(&cfg.DataDir, "data-dir", "", "directory of this process only, for Goka table state (LevelDB, rebuilt from the changelogs when it came from another cluster) and, for run without --brokers, the embedded broker's log; empty uses a temporary dir removed on exit")
 		durationFlag(fs, &cfg.FetchWait, "fetch-wait", 0, "how long a processor or view fetch may wait for 256 KiB: 0 answers at the first record (lowest latency); e.g. 25ms cuts the broker's request load under heavy traffic")
 	}
 	if !roles.Ingest {

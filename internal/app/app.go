@@ -36,8 +36,9 @@ type Roles struct {
 
 // Config configures a process. Zero values mean the documented defaults.
 type Config struct {
-	// Brokers are the seed brokers. Empty: an in-process, in-memory broker is
-	// started (not durable; loudly logged).
+	// Brokers are the seed brokers. Empty: an in-process broker is started
+	// (not durable; loudly logged), in memory, or keeping its log in
+	// DataDir when that is set, so that a restart on DataDir keeps it.
 	Brokers []string
 	// PostgresURL is the sink's database. Empty: a throwaway local PostgreSQL
 	// is started from the installed server binaries and removed on exit. The
@@ -45,8 +46,11 @@ type Config struct {
 	// in the process, that is all it is for (empty: no database, no
 	// throwaway one).
 	PostgresURL string
-	// DataDir is where Goka keeps table state. Empty: a temporary dir removed
-	// on exit (tables are then recovered from their changelogs at each start).
+	// DataDir is where Goka keeps table state, locked for this process
+	// (package datadir); state that came from another cluster or other
+	// table topics is removed at start and rebuilt from the changelogs.
+	// Empty: a temporary dir removed on exit (tables are then recovered
+	// from their changelogs at each start).
 	DataDir  string
 	Topology topology.Config
 	Ingest   ingest.Config

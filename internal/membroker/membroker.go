@@ -1,6 +1,8 @@
-// Package membroker starts the in-process, in-memory Kafka cluster
-// (franz-go's kfake) that `orderpipe run` uses when no --brokers are given,
-// and that the fast test suites run on. It is in the binary; the helpers that
+// Package membroker starts the in-process Kafka cluster (franz-go's
+// kfake) that `orderpipe run` uses when no --brokers are given, and that
+// the fast test suites run on. It keeps its data in memory, or, started
+// with kfake.DataDir (`run --data-dir`), in a directory it reloads at the
+// next start. It is in the binary; the helpers that
 // only tests need live in internal/kafkatest.
 package membroker
 
@@ -11,8 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
-// Cluster is an in-process, in-memory Kafka cluster. Nothing it stores
-// survives Close.
+// Cluster is an in-process Kafka cluster. Nothing it stores survives Close,
+// unless it was started with kfake.DataDir: then its topics (with their
+// ids), logs and group offsets are written to that directory as they
+// change, and Close writes the rest.
 type Cluster struct {
 	c *kfake.Cluster
 }

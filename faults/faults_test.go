@@ -66,9 +66,11 @@ type run struct {
 	mu       sync.Mutex
 	// more are orders placed by the fault itself, checked with the load's.
 	more []*clientOrder
-	// rebuilt is the rebuild scenario's second sink, on rebuiltURL.
-	rebuilt    *member
-	rebuiltURL string
+	// rebuilt is the rebuild scenario's second sink, on rebuiltURL,
+	// created at rebuiltSince by Postgres's clock.
+	rebuilt      *member
+	rebuiltURL   string
+	rebuiltSince time.Time
 }
 
 // evidenced records what shows that the fault happened.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/orderpipe/orderpipe/internal/await"
 )
 
@@ -188,66 +187,6 @@ func rssOf(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-// rebuild starts a fresh sink, in a group of its own, on an empty
-// database; compareRebuild then checks it ends byte for byte equal.
-func (r *run) rebuild() {
-	c := r.c
-	url, err := c.pg.CreateDatabase(c.t.Context(), "faults_rebuild")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.oneShot("migrate", "--postgres-url", url)
-	r.rebuilt = c.member("sink-rebuild", "sink", "--postgres-url", url, "--sink-group", "orderpipe-sink-rebuild")
-	r.rebuiltURL = url
-	c.start(r.rebuilt)
-	r.healed()
-}
-
-// compareRebuild waits until the rebuilt database hashes like the first
-// one, table by table, with the pipeline quiet.
-func (r *run) compareRebuild() {
-	c := r.c
-	var first, second map[string]string
-	await.Until(c.t, "the rebuilt database equal to the first", 3*time.Minute, func() error {
-		var err error
-		if first, err = tableHashes(c.t.Context(), c.pgURL); err != nil {
-			return err
-		}
-		if second, err = tableHashes(c.t.Context(), r.rebuiltURL); err != nil {
-			return err
-		}
-		for t, h := range first {
-			if second[t] != h {
-				return fmt.Errorf("%s: %s, rebuilt %s", t, h, second[t])
-			}
-		}
-		return nil
-	})
-	r.evidenced("a fresh sink group on an empty database rebuilt it byte for byte: %v", first)
-	c.stop(r.rebuilt)
-}
-
-// tableHashes is, per table, its row count and the md5 of its rows in
-// key order.
-func tableHashes(ctx context.Context, url string) (map[string]string, error) {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	out := map[string]string{}
-	for table, order := range map[string]string{"orders": "order_id", "order_items": "order_id, line_no", "inventory": "sku"} {
-		var n int64
-		var h string
-		q := fmt.Sprintf("select count(*), md5(coalesce(string_agg(t::text, E'\\n' order by %s), '')) from %s t", order, table)
-		if err := conn.QueryRow(ctx, q).Scan(&n, &h); err != nil {
-			return nil, fmt.Errorf("hash %s: %w", table, err)
-		}
-		out[table] = fmt.Sprintf("%d rows %s", n, h[:12])
-	}
-	return out, nil
 }
 
 // shedLatency is, over every edge, the histogram of how long the edge took

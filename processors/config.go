@@ -80,6 +80,10 @@ type Config struct {
 	// it. Default nil: each client gets a registry of its own that nobody
 	// reads (Sarama's default).
 	MetricRegistry gometrics.Registry
+	// Regressions is the detector the processors' table recovery and the
+	// views run on every record they apply. Default: one that only logs
+	// (processors.New registers one in Deps.Registerer).
+	Regressions *Regressions
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +104,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Replication == 0 {
 		c.Replication = c.Topology.ReplicationFor(len(c.Brokers))
+	}
+	if c.Regressions == nil {
+		c.Regressions, _ = NewRegressions(nil, c.Logger) // no registry: cannot fail
 	}
 }
 
@@ -251,6 +258,7 @@ func (c Config) processorOptions(group goka.Group, producers goka.ProducerBuilde
 		goka.WithConsumerGroupBuilder(orderedCommits(goka.ConsumerGroupBuilderWithConfig(sc))),
 		goka.WithConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
 		goka.WithProducerBuilder(producers),
+		goka.WithUpdateCallback(c.Regressions.Update(goka.GroupTable(group), nil)),
 		goka.WithBackoffBuilder(backoff),
 	}, nil
 }
@@ -322,15 +330,11 @@ func (c Config) OpenView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc
 		goka.WithViewBackoffBuilder(backoff),
 		goka.WithViewBackoffResetTimeout(time.Minute),
 	}
+	var applied func(goka.UpdateContext, string, []byte)
 	if onUpdate != nil {
-		opts = append(opts, goka.WithViewCallback(func(ctx goka.UpdateContext, s storage.Storage, key string, value []byte) error {
-			if err := goka.DefaultUpdate(ctx, s, key, value); err != nil {
-				return err
-			}
-			onUpdate(ctx.Partition(), ctx.Offset(), key, value)
-			return nil
-		}))
+		applied = func(ctx goka.UpdateContext, key string, value []byte) { onUpdate(ctx.Partition(), ctx.Offset(), key, value) }
 	}
+	opts = append(opts, goka.WithViewCallback(c.Regressions.Update(table, applied)))
 	v, err := goka.NewView(c.Brokers, table, codec, opts...)
 	closeClients := func() error {
 		var errs []error

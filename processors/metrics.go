@@ -19,6 +19,7 @@ type metrics struct {
 	replays       prometheus.Counter
 	commands      *prometheus.CounterVec
 	deadLetters   *prometheus.CounterVec
+	stateBehind   prometheus.Counter
 	acceptToFinal prometheus.Histogram
 }
 
@@ -36,10 +37,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderpipe_processor_dead_letters_total", Help: "Records a processor sent to the dead-letter topic.",
 		}, []string{"group"}),
+		stateBehind: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderpipe_inventory_state_behind_total",
+			Help: "Commits that named a hold above the SKU state's LastOffset: the inventory state lost acknowledged writes. Must stay 0.",
+		}),
 		acceptToFinal: stages.Histogram(stages.AcceptToFinal),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.final, m.replays, m.commands, m.deadLetters, m.acceptToFinal} {
+		for _, c := range []prometheus.Collector{m.final, m.replays, m.commands, m.deadLetters, m.stateBehind, m.acceptToFinal} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -71,7 +76,8 @@ func (m inventoryMetrics) Command(kind saga.CommandKind, replay bool) {
 	}
 	m.commands.WithLabelValues(kind.String(), r).Inc()
 }
-func (m inventoryMetrics) DeadLetter() { m.deadLetters.WithLabelValues("inventory").Inc() }
+func (m inventoryMetrics) DeadLetter()  { m.deadLetters.WithLabelValues("inventory").Inc() }
+func (m inventoryMetrics) StateBehind() { m.stateBehind.Inc() }
 
 // SaramaCollector exports a Sarama go-metrics registry (what
 // sarama.Config.MetricRegistry collects: Config.MetricRegistry here) as

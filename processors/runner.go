@@ -49,6 +49,9 @@ func New(cfg Config, deps Deps) (*Processors, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register processor metrics: %w", err)
 	}
+	if cfg.Regressions, err = NewRegressions(deps.Registerer, cfg.Logger); err != nil {
+		return nil, err
+	}
 	prod, err := producer.New(producer.Config{
 		Brokers: cfg.Brokers, ClientID: cfg.ClientID + "-processors",
 		Linger: cfg.FlushFrequency, DeliveryTimeout: cfg.BrokerRetry,

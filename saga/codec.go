@@ -343,3 +343,24 @@ func InventoryCommandCodec() typedCodec[*InventoryCommand] {
 func ReservationResultCodec() typedCodec[*ReservationResult] {
 	return typedCodec[*ReservationResult]{decode: DecodeReservationResult}
 }
+
+// OrderStateVersion reads only the Version of an encoded OrderState: the
+// table detectors compare it on every record a view applies, where a full
+// decode would be wasted.
+func OrderStateVersion(data []byte) (uint64, error) {
+	d := newDecoderUpTo(data, typeOrderState, orderStateV2)
+	v := d.uvarint()
+	return v, d.err
+}
+
+// StockStateLastOffset reads only the LastOffset of an encoded StockState,
+// for the same reason as OrderStateVersion.
+func StockStateLastOffset(data []byte) (int64, error) {
+	d := newDecoder(data, typeStockState)
+	d.uvarint() // Version
+	d.varint()  // Available
+	d.varint()  // Reserved
+	d.varint()  // Sold
+	v := d.varint()
+	return v, d.err
+}

@@ -21,6 +21,10 @@ type Metrics interface {
 	Command(kind saga.CommandKind, replay bool)
 	// DeadLetter counts a record sent to the dead-letter topic.
 	DeadLetter()
+	// StateBehind counts a Commit naming a hold above the state's
+	// LastOffset: the state is older than a Reserve whose hold was
+	// acknowledged, so it lost writes. It must stay 0.
+	StateBehind()
 }
 
 // Processor holds the callbacks of the inventory group. It has no state of
@@ -139,6 +143,18 @@ func (p *Processor) apply(ctx goka.Context, st *saga.StockState, cmd *saga.Inven
 		return true
 	case saga.CmdCommit, saga.CmdRelease:
 		h, ok := st.Hold(cmd.OrderID)
+		if !ok && cmd.Kind == saga.CmdCommit && cmd.HoldOffset > st.LastOffset {
+			// A Commit always names a hold that a state-changing Reserve
+			// made, and that Reserve set LastOffset to the hold's offset:
+			// in a sound lineage the hold is here or LastOffset is past
+			// it. Neither means the state lost acknowledged writes (a
+			// changelog that went back). Only a detector: a Release may
+			// name a refused Reserve, which never moved LastOffset.
+			p.log.Error("inventory state is behind an acknowledged hold: the table lost writes", "sku", ctx.Key(), "order_id", cmd.OrderID.String(), "hold_offset", cmd.HoldOffset, "last_offset", st.LastOffset, "version", st.Version)
+			if p.metrics != nil {
+				p.metrics.StateBehind()
+			}
+		}
 		if !ok || h.Offset != cmd.HoldOffset {
 			// Nothing to settle, or not the hold the orders processor
 			// recorded (a stray hold is settled by its own Release).

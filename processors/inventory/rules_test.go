@@ -129,6 +129,13 @@ type recorder struct {
 	mu       sync.Mutex
 	commands []counted
 	dead     int
+	behind   int
+}
+
+func (m *recorder) StateBehind() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.behind++
 }
 
 func (m *recorder) Command(kind saga.CommandKind, replay bool) {
@@ -686,4 +693,33 @@ func (c invCase) run(t *testing.T) {
 		t.Errorf("command metrics: got %+v, want %+v", calls, c.metrics)
 	}
 	r.inputs.CheckDeadLetters(t, c.dead, deadLetters)
+}
+
+// TestStateBehindAnAcknowledgedHold: a Commit that names a hold above the
+// state's LastOffset (the state lost the Reserve that made it) is counted;
+// a stray Commit at or below LastOffset and a Release above it are not
+// (a Release may name a refused Reserve, which never moves LastOffset).
+func TestStateBehindAnAcknowledgedHold(t *testing.T) {
+	o, _ := saga.NewOrderID()
+	for _, tc := range []struct {
+		name string
+		rec  record
+		want int
+	}{
+		{"commit above LastOffset", commit("S1", o, 1_000), 1},
+		{"commit at LastOffset", commit("S1", o, 0), 0},
+		{"release above LastOffset", release("S1", o, 1_000), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.send(setStock("S1", 10)) // LastOffset 0: the tester's first offset
+			r.send(tc.rec)
+			r.metrics.mu.Lock()
+			got := r.metrics.behind
+			r.metrics.mu.Unlock()
+			if got != tc.want {
+				t.Fatalf("state-behind count %d, want %d (LastOffset %d)", got, tc.want, r.stock("S1").LastOffset)
+			}
+		})
+	}
 }

@@ -32,12 +32,15 @@ test: pg-setup lb-setup pgha-setup ui-setup
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./integration
 	ORDERPIPE_FAULTS=short $(GO) test -race -count=1 -timeout 10m -v ./faults
 
-## faults: every fault scenario on the real broker, real Postgres and HAProxy,
+## faults: the producer's property test (300 seeded fault schedules) and the
+## saga under broker faults on kfake, long; then every fault scenario on the
+## real broker, real Postgres and HAProxy,
 ## with a table of figures; non-zero on any breach or unproven fault. Without
 ## -race: the harness is also the load generator (5x capacity in overload),
 ## and on 2 cores the race detector's cost would be taken from the product
 ## it measures. make test runs the short profile with -race.
 faults: pg-setup lb-setup pgha-setup
+	ORDERPIPE_FAULTS=full $(GO) test -count=1 -timeout 30m -v -run 'TestProducerKeepsOrderUnderFaults|TestSagaUnderFaults' ./processors/ ./processors/producer/
 	ORDERPIPE_FAULTS=full $(GO) test -count=1 -timeout 80m -v ./faults
 
 pg-setup:

@@ -61,10 +61,19 @@
 //     result for a line that has one is ignored; any input for a final order
 //     re-sends the final Commit or Release commands, which are idempotent,
 //     because the table write that made it final may have landed without them.
-//   - Goka's producer is idempotent with acks=all and one request in flight, so
-//     retries neither duplicate nor reorder within a partition: the orders
-//     processor emits an order's Reserve commands before its Commit/Release into
-//     the same SKU partition, and stops emitting Reserve once the order is final.
+//   - The processors produce with franz-go (package processors/producer), not
+//     with Goka's Sarama producer, which reorders and drops acknowledged
+//     records after a connection loss. franz-go's idempotent producer writes a
+//     partition's records in order, fails a record only when it was never sent
+//     or its request was answered, and fails every later record of the
+//     partition with it, so an acknowledged emit is in the log at its offset
+//     and nothing follows a failed one. The orders processor emits an order's
+//     Reserve commands before its Commit/Release into the same SKU partition,
+//     and stops emitting Reserve once the order is final. Only a broker that
+//     lost acknowledged records (OUT_OF_ORDER_SEQUENCE_NUMBER) makes franz-go
+//     renumber and resend, which can write a batch twice; that is counted in
+//     orderpipe_producer_data_loss_total, and a table record that goes back in
+//     orderpipe_table_regressions_total (docs/producer.md).
 //   - A stale Reserve can still arrive after its order was settled: a zombie
 //     instance that lost its partitions in a rebalance but has not noticed yet
 //     may re-send one. It would make a second hold. So every hold carries its

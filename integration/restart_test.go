@@ -3,8 +3,10 @@ package integration_test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -236,6 +238,67 @@ func (e *env) rideOutBrokerOutage(edge string, procs []*proc, kill bool) {
 	stock := e.checkConservation(edge, initial, final)
 	e.checkPostgres(final, stock)
 	e.t.Logf("stock conserved and Postgres converged over %d orders, %s after the broker was back", len(final), time.Since(gapEnd).Round(time.Millisecond))
+	e.checkProducerCleanLogs(procs)
+	e.checkDetectors(edge)
+}
+
+// checkProducerCleanLogs: the processors rode the outage out without a
+// broken producer sequence and without rebuilding a processor group (with
+// Goka's Sarama producer, "out of order sequence number" errors made a
+// group fail and rebuild its in-memory table after every broker restart).
+func (e *env) checkProducerCleanLogs(procs []*proc) {
+	e.t.Helper()
+	for _, p := range procs {
+		var outOfOrder, rebuilds int
+		for l := range strings.Lines(string(p.Output())) {
+			low := strings.ToLower(l)
+			if strings.Contains(low, "out of order sequence") || strings.Contains(low, "out_of_order_sequence") || strings.Contains(low, "message out of sequence") {
+				outOfOrder++
+			}
+			if strings.Contains(l, `msg="role failed, restarting it"`) && strings.Contains(l, "processor") {
+				rebuilds++
+			}
+		}
+		e.t.Logf("%s: %d processor restarts, %d out-of-sequence log lines", p.Name, rebuilds, outOfOrder)
+		if outOfOrder > 0 || rebuilds > 0 {
+			e.t.Errorf("%s: %d processor restarts and %d out-of-sequence log lines, want 0: %s", p.Name, rebuilds, outOfOrder, proctest.Tail(p.Output(), 3000))
+		}
+	}
+}
+
+// checkDetectors reads addr's /metrics: the producer's data-loss counter,
+// the tables' regressions and the inventory's state-behind count must all
+// be 0 (docs/producer.md).
+func (e *env) checkDetectors(addr string) {
+	e.t.Helper()
+	resp, err := e.http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		e.t.Errorf("read the detectors: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Errorf("read the detectors: %v", err)
+		return
+	}
+	seen := map[string]bool{}
+	for l := range strings.Lines(string(b)) {
+		for _, name := range []string{"orderpipe_producer_data_loss_total", "orderpipe_table_regressions_total", "orderpipe_inventory_state_behind_total"} {
+			if !strings.HasPrefix(l, name) || (len(l) > len(name) && l[len(name)] != '{' && l[len(name)] != ' ') {
+				continue
+			}
+			seen[name] = true
+			if f := strings.Fields(l); f[len(f)-1] != "0" {
+				e.t.Errorf("detector %s", strings.TrimSpace(l))
+			}
+		}
+	}
+	// The counters without labels are always there; the labelled ones
+	// only once counted, which is what must not happen.
+	if !seen["orderpipe_inventory_state_behind_total"] {
+		e.t.Errorf("%s/metrics has no orderpipe_inventory_state_behind_total: the detectors are not wired", addr)
+	}
 }
 
 // awaitCount waits until the load has n answers with status after since.

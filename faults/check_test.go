@@ -35,7 +35,7 @@ func (c *cluster) readTopic(ctx context.Context, topic string) ([]*kgo.Record, e
 	if len(want) == 0 {
 		return nil, nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka.Brokers()...), kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(100*time.Millisecond))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.seeds...), kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
 		return nil, err
 	}

@@ -27,13 +27,18 @@ const readyWithin = 3 * time.Minute
 const produceTimeout = 3 * time.Second
 
 // cluster is the deployed shape: every role a process of its own, on one
-// real broker and one real PostgreSQL, the edges behind HAProxy.
+// real broker (or a cluster of them) and one real PostgreSQL, the edges
+// behind HAProxy.
 type cluster struct {
 	// root owns the processes and their files; t is the scenario running
 	// now, which its checks fail.
-	root  *testing.T
-	t     *testing.T
+	root *testing.T
+	t    *testing.T
+	// kafka is the one broker; nil when the roles run on a cluster of
+	// brokers that the test holds itself.
 	kafka *kafkatest.Kafka
+	// seeds are the brokers every role and client is given.
+	seeds []string
 	pg    *pglocal.Server
 	pgURL string
 	bin   string
@@ -66,14 +71,23 @@ type member struct {
 // PostgreSQL, or on the database at pgURL when it is set.
 func newCluster(t *testing.T, bin, pgURL string) *cluster {
 	t.Helper()
-	c := &cluster{root: t, t: t, bin: bin, http: &http.Client{
+	k := kafkatest.KafkaServerFor(t)
+	c := deploy(t, bin, pgURL, k.Brokers())
+	c.kafka = k
+	return c
+}
+
+// deploy starts the deployed shape on the brokers at seeds and a throwaway
+// PostgreSQL, or on the database at pgURL when it is set.
+func deploy(t *testing.T, bin, pgURL string, seeds []string) *cluster {
+	t.Helper()
+	c := &cluster{root: t, t: t, bin: bin, seeds: seeds, http: &http.Client{
 		Timeout: 30 * time.Second,
 		// Enough connections that an open-loop load reaches HAProxy as
 		// offered: with fewer, requests queue in the client and the load
 		// turns closed-loop.
 		Transport: &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 4096},
 	}}
-	c.kafka = kafkatest.KafkaServerFor(t)
 	var err error
 	if c.pgURL = pgURL; pgURL == "" {
 		c.pg = apptest.PostgresFor(t)
@@ -81,7 +95,7 @@ func newCluster(t *testing.T, bin, pgURL string) *cluster {
 			t.Fatal(err)
 		}
 	}
-	if c.kcl, err = kgo.NewClient(kgo.SeedBrokers(c.kafka.Brokers()...)); err != nil {
+	if c.kcl, err = kgo.NewClient(kgo.SeedBrokers(c.seeds...)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.kcl.Close)
@@ -122,7 +136,7 @@ func (c *cluster) member(name, command string, args ...string) *member {
 // launch starts m on its address and data dir, without waiting.
 func (c *cluster) launch(m *member) {
 	c.t.Helper()
-	args := append([]string{m.command, "--brokers", strings.Join(c.kafka.Brokers(), ","), "--client-id", m.name, "--log-level", "info"}, m.args...)
+	args := append([]string{m.command, "--brokers", strings.Join(c.seeds, ","), "--client-id", m.name, "--log-level", "info"}, m.args...)
 	if m.command == "ingest" {
 		args = append(args, "--listen", m.addr)
 	} else {
@@ -169,7 +183,7 @@ func (c *cluster) stop(m *member) {
 func (c *cluster) oneShot(command string, args ...string) {
 	c.t.Helper()
 	if command != "migrate" {
-		args = append(args, "--brokers", strings.Join(c.kafka.Brokers(), ","))
+		args = append(args, "--brokers", strings.Join(c.seeds, ","))
 	}
 	ctx, cancel := context.WithTimeout(c.t.Context(), 3*time.Minute)
 	defer cancel()

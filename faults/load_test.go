@@ -49,6 +49,8 @@ type clientOrder struct {
 	refusedAs map[string]int
 	// refusals are how long each 429 or 503 took to come.
 	refusals []time.Duration
+	// unavailable are when each 503 and 504 came.
+	unavailable []time.Time
 	// accepted is when the 202 came; zero if none did.
 	accepted time.Time
 	// replayed: the 202 said an earlier attempt had landed.
@@ -201,6 +203,9 @@ func (c *cluster) place(o *clientOrder, mu *sync.Mutex, attempts int) {
 		}
 		if code == 0 && o.broken == "" {
 			o.broken = string(answer)
+		}
+		if code == 503 || code == 504 {
+			o.unavailable = append(o.unavailable, time.Now())
 		}
 		o.attempts, o.last = attempt, code
 		o.answers[code]++

@@ -32,8 +32,10 @@ import (
 // own, so that every test can have a fresh one.
 type Kafka struct {
 	script string
-	env    []string
-	port   int
+	// dir holds the broker's jars, config, data and logs (KAFKA_HOME_DIR).
+	dir  string
+	env  []string
+	port int
 	// jmxPort serves the broker's JMX metrics on loopback (Metrics).
 	jmxPort int
 }
@@ -67,30 +69,41 @@ func RequireKafka(tb testing.TB, what string) {
 // ports, and waits until it serves requests. The jars are fetched once into
 // the repository's .cache and shared by every broker.
 func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	k, err := newKafka(dir, ports[0], ports[1], ports[2])
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if out, err := k.run(ctx, "up"); err != nil {
+		return nil, fmt.Errorf("start kafka: %w\n%s", err, out)
+	}
+	return k, nil
+}
+
+// newKafka describes a node with its data under dir, its client port,
+// controller port and JMX port; env is added to scripts/kafka.sh's
+// environment (a cluster's node id and quorum). It starts nothing.
+func newKafka(dir string, port, controllerPort, jmxPort int, env ...string) (*Kafka, error) {
 	root, err := proctest.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	cport, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	jmx, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	k := &Kafka{script: filepath.Join(root, "scripts", "kafka.sh"), port: port, jmxPort: jmx}
+	k := &Kafka{script: filepath.Join(root, "scripts", "kafka.sh"), dir: dir, port: port, jmxPort: jmxPort}
 	k.env = append(os.Environ(),
 		"KAFKA_HOME_DIR="+dir,
 		"KAFKA_LIBS_DIR="+filepath.Join(root, ".cache", "kafka", "4.3.1", "libs"),
 		"KAFKA_PORT="+strconv.Itoa(port),
-		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
-		"KAFKA_JMX_PORT="+strconv.Itoa(jmx),
+		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(controllerPort),
+		"KAFKA_JMX_PORT="+strconv.Itoa(jmxPort),
 		"KAFKA_HEAP_OPTS=-Xmx512m -Xms128m",
+		// One node per call of the script, whatever the caller's
+		// environment says; a cluster's nodes are described in env.
+		"KAFKA_NODES=1", "KAFKA_NODE=", "KAFKA_NODE_ID=1", "KAFKA_VOTERS=", "KAFKA_CLUSTER_ID=",
 		// A test binary that panics runs no cleanup: the broker goes
 		// when this process does.
 		"KAFKA_OWNER_PID="+strconv.Itoa(os.Getpid()),
@@ -100,11 +113,7 @@ func StartKafka(ctx context.Context, dir string) (*Kafka, error) {
 		// settings with it, e.g. num.io.threads=2).
 		"KAFKA_EXTRA_PROPERTIES=offsets.topic.num.partitions=3\ntransaction.state.log.num.partitions=3\n"+os.Getenv("KAFKATEST_BROKER_PROPERTIES"),
 	)
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	if out, err := k.run(ctx, "up"); err != nil {
-		return nil, fmt.Errorf("start kafka: %w\n%s", err, out)
-	}
+	k.env = append(k.env, env...)
 	return k, nil
 }
 
@@ -227,13 +236,19 @@ func (k *Kafka) run(ctx context.Context, args ...string) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+// freePorts finds n distinct free loopback ports: all are held open until
+// the last is found, so none is handed out twice.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // KafkaFor starts a fresh broker for tb with its data in tb's temporary

@@ -42,6 +42,14 @@ const (
 	// timestamps aside. The replay paths rewrite a state unchanged, so two
 	// states under one version are two lineages.
 	VersionForked Rule = "version-forked"
+	// Resent: a record written again, byte for byte, after newer records
+	// of its key: a producer re-sent a batch that was already written
+	// (franz-go does after OUT_OF_ORDER_SEQUENCE_NUMBER, which a broker
+	// answers when it lost records: docs/producer.md). Readers that keep
+	// the newer state (processors.Regressions) are unharmed, and count it;
+	// readers that take the last record go back. It is reported instead of
+	// VersionBack and LastOffsetBack for that record.
+	Resent Rule = "resent"
 	// Undecodable: a table record that its codec refuses.
 	Undecodable Rule = "undecodable"
 	// WrongPartition: a table record in another partition than its key
@@ -51,6 +59,11 @@ const (
 	// recovered state lies above that state's LastOffset and below the
 	// inventory group's committed offset: it will never be applied.
 	LostCommand Rule = "lost-command"
+	// Diverged: a stock state is not what the SKU's commands, applied in
+	// offset order with the inventory's rules up to its LastOffset, make:
+	// its lineage lost or gained a write, at this record or before (only
+	// the first of each SKU is reported).
+	Diverged Rule = "diverged-from-commands"
 )
 
 // Finding is one breach of a rule, at one record.
@@ -70,9 +83,11 @@ func (f Finding) String() string {
 
 // Report is what the audits read and found.
 type Report struct {
-	// Orders and Stock are the last state of every key in the orders and
-	// inventory changelogs (in the partition the key hashes to): what a
-	// processor or view that rebuilds from the changelogs recovers.
+	// Orders and Stock are the state of every key that a processor or view
+	// rebuilding from the orders and inventory changelogs keeps (in the
+	// partition the key hashes to): the last record, unless a record with
+	// a higher position (Version for orders, LastOffset for stock) came
+	// before it, as processors.Regressions applies them.
 	Orders map[string]*saga.OrderState
 	Stock  map[string]*saga.StockState
 	// Records counts the records read, by topic.
@@ -84,9 +99,11 @@ type Report struct {
 	// partition by partition in offset order.
 	Findings []Finding
 
-	// recovered is the last stock state of every SKU in every partition of
-	// the inventory changelog, wherever its key hashes to: what the
-	// inventory processor of that partition recovers.
+	// stockHistory is every stock record of each SKU, for the replay.
+	stockHistory map[partKey][]stockRecord
+	// recovered is the stock state a rebuild keeps of every SKU in every
+	// partition of the inventory changelog, wherever its key hashes to:
+	// what the inventory processor of that partition recovers.
 	recovered map[partKey]recovered
 }
 
@@ -165,13 +182,14 @@ func Tables(ctx context.Context, cl *kgo.Client, topo topology.Config) (*Report,
 }
 
 // Audit runs every audit: it reads the inventory group's committed offsets
-// first, then the changelogs (as Tables does), then inventory.commands up to
-// those offsets, and reports a LostCommand for every command that would
-// change its SKU's recovered state but lies between that state's LastOffset
-// and the committed offset. Reading the commits first makes the audit sound
-// while the processors run: Goka commits an input only after its table
-// write was acknowledged, so that write is in the changelog read after. cl is
-// as for Tables.
+// first, then the changelogs (as Tables does), then inventory.commands, and
+// reports a LostCommand for every command that would change its SKU's
+// recovered state but lies between that state's LastOffset and the
+// committed offset, and a Diverged for the first stock record of a SKU that
+// is not the fold of its commands. Reading the commits first makes the
+// audit sound while the processors run: Goka commits an input only after
+// its table write was acknowledged, so that write is in the changelog read
+// after. cl is as for Tables.
 func Audit(ctx context.Context, cl *kgo.Client, topo topology.Config) (*Report, error) {
 	committed, err := committedOffsets(ctx, kadm.NewClient(cl))
 	if err != nil {
@@ -182,7 +200,7 @@ func Audit(ctx context.Context, cl *kgo.Client, topo topology.Config) (*Report, 
 	if err := r.readTables(ctx, cl, topo); err != nil {
 		return nil, err
 	}
-	if err := r.lostCommands(ctx, cl); err != nil {
+	if err := r.commands(ctx, cl); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -194,7 +212,8 @@ func newReport() *Report {
 		Stock:   map[string]*saga.StockState{},
 		Records: map[string]int{},
 
-		recovered: map[partKey]recovered{},
+		recovered:    map[partKey]recovered{},
+		stockHistory: map[partKey][]stockRecord{},
 	}
 }
 

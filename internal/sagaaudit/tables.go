@@ -2,9 +2,12 @@ package sagaaudit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/orderpipe/orderpipe/saga"
@@ -31,13 +34,16 @@ type lineage struct {
 	// lastAt and lastVersion are the key's last record's.
 	lastAt      int64
 	lastVersion uint64
+	// keptPosition is the position (LastOffset for stock, Version for
+	// orders) of the state a rebuild keeps.
+	keptPosition int64
 }
 
 // stateSeen is the first state written under a version: its digest
-// without timestamps, and its offset.
+// without timestamps, the digest of the record's bytes, and its offset.
 type stateSeen struct {
-	digest [sha256.Size]byte
-	at     int64
+	digest, raw [sha256.Size]byte
+	at          int64
 }
 
 func (r *Report) readTables(ctx context.Context, cl *kgo.Client, topo topology.Config) error {
@@ -77,6 +83,7 @@ func (r *Report) tableRecord(rec *kgo.Record, partitions int32, lineages map[par
 		delete(lineages, pk)
 		if isStock {
 			delete(r.recovered, pk)
+			delete(r.stockHistory, pk) // the fold does not know tombstones
 		}
 		if home {
 			if isStock {
@@ -92,55 +99,78 @@ func (r *Report) tableRecord(rec *kgo.Record, partitions int32, lineages map[par
 		version    uint64
 		lastOffset int64 = -1
 		digest     [sha256.Size]byte
+		stock      *saga.StockState
+		order      *saga.OrderState
+		err        error
 	)
 	if isStock {
-		st, err := saga.DecodeStockState(value)
-		if err != nil {
+		if stock, err = saga.DecodeStockState(value); err != nil {
 			r.add(Undecodable, rec, "stock state: %v", err)
 			return
 		}
-		version, lastOffset, digest = st.Version, st.LastOffset, stockDigest(st)
-		r.recovered[pk] = recovered{st: st, at: rec.Offset}
-		if home {
-			r.Stock[key] = st
-		}
+		version, lastOffset, digest = stock.Version, stock.LastOffset, stockDigest(stock)
+		r.stockHistory[pk] = append(r.stockHistory[pk], stockRecord{at: rec.Offset, lastOffset: lastOffset, digest: digest, summary: summary(stock)})
 	} else {
-		st, err := saga.DecodeOrderState(value)
-		if err != nil {
+		if order, err = saga.DecodeOrderState(value); err != nil {
 			r.add(Undecodable, rec, "order state: %v", err)
 			return
 		}
-		version, digest = st.Version, orderDigest(st)
-		if home {
-			r.Orders[key] = st
-		}
+		version, digest = order.Version, orderDigest(order)
 	}
+	raw := sha256.Sum256(value)
 
 	l := lineages[pk]
 	if l == nil {
-		l = &lineage{states: map[uint64]stateSeen{}, maxLastOffset: -1}
+		l = &lineage{states: map[uint64]stateSeen{}, maxLastOffset: -1, keptPosition: -1}
 		lineages[pk] = l
 	} else {
-		if version < l.maxVersion {
-			r.add(VersionBack, rec, "version %d after version %d at offset %d (the record before, at offset %d, has version %d)",
-				version, l.maxVersion, l.maxVersionAt, l.lastAt, l.lastVersion)
-		}
-		if isStock && lastOffset < l.maxLastOffset {
-			r.add(LastOffsetBack, rec, "last offset %d (version %d) after last offset %d at offset %d",
-				lastOffset, version, l.maxLastOffset, l.maxLastOffsetAt)
-		}
-		if seen, ok := l.states[version]; ok && seen.digest != digest {
-			r.add(VersionForked, rec, "version %d was written at offset %d with another state", version, seen.at)
+		seen, again := l.states[version]
+		back := version < l.maxVersion || (isStock && lastOffset < l.maxLastOffset)
+		switch {
+		case back && again && seen.raw == raw:
+			r.add(Resent, rec, "the record of version %d at offset %d, byte for byte, after version %d at offset %d",
+				version, seen.at, l.maxVersion, l.maxVersionAt)
+		default:
+			if version < l.maxVersion {
+				r.add(VersionBack, rec, "version %d after version %d at offset %d (the record before, at offset %d, has version %d)",
+					version, l.maxVersion, l.maxVersionAt, l.lastAt, l.lastVersion)
+			}
+			if isStock && lastOffset < l.maxLastOffset {
+				r.add(LastOffsetBack, rec, "last offset %d (version %d) after last offset %d at offset %d",
+					lastOffset, version, l.maxLastOffset, l.maxLastOffsetAt)
+			}
+			if again && seen.digest != digest {
+				r.add(VersionForked, rec, "version %d was written at offset %d with another state", version, seen.at)
+			}
 		}
 	}
 	if _, ok := l.states[version]; !ok {
-		l.states[version] = stateSeen{digest: digest, at: rec.Offset}
+		l.states[version] = stateSeen{digest: digest, raw: raw, at: rec.Offset}
 	}
 	if version >= l.maxVersion {
 		l.maxVersion, l.maxVersionAt = version, rec.Offset
 	}
 	if isStock && lastOffset >= l.maxLastOffset {
 		l.maxLastOffset, l.maxLastOffsetAt = lastOffset, rec.Offset
+	}
+	// What a rebuild keeps: the processors and views apply a record
+	// unless it is older than the state they hold (processors.Regressions:
+	// LastOffset for stock, Version for orders).
+	position := lastOffset
+	if !isStock {
+		position = int64(version)
+	}
+	if position >= l.keptPosition {
+		l.keptPosition = position
+		switch {
+		case isStock:
+			r.recovered[pk] = recovered{st: stock, at: rec.Offset}
+			if home {
+				r.Stock[key] = stock
+			}
+		case home:
+			r.Orders[key] = order
+		}
 	}
 	l.lastAt, l.lastVersion = rec.Offset, version
 }
@@ -163,4 +193,25 @@ func orderDigest(st *saga.OrderState) [sha256.Size]byte {
 		c.Lines[i] = l
 	}
 	return sha256.Sum256(c.Encode())
+}
+
+// stockRecord is what the replay needs of a stock record.
+type stockRecord struct {
+	at, lastOffset int64
+	digest         [sha256.Size]byte
+	summary        string
+}
+
+func sortedKeys[V any](m map[partKey]V) []partKey {
+	keys := make([]partKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b partKey) int {
+		if c := cmp.Compare(a.partition, b.partition); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	return keys
 }

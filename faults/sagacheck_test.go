@@ -54,7 +54,7 @@ func sagaChecks(r *run) {
 	if !wired {
 		r.breach("no role has orderpipe_inventory_state_behind_total on /metrics: the detectors are not wired")
 	}
-	c.t.Logf("detectors: %s", strings.Join(seen, "; "))
+	c.t.Logf("detectors (a labelled one shows once it counted): %s", strings.Join(seen, "; "))
 }
 
 // detectorNames are the counters of what must never happen: a record the

@@ -344,6 +344,14 @@ func (c Config) OpenView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc
 		if tmgr != nil {
 			errs = append(errs, tmgr.Close())
 		}
+		// Sarama v1.62 answers a second Close of a client (Goka closes
+		// some of what it opened itself) with ErrClosedClient: the wanted
+		// state, not a failure.
+		for i, err := range errs {
+			if errors.Is(err, sarama.ErrClosedClient) {
+				errs[i] = nil
+			}
+		}
 		return errors.Join(errs...)
 	}
 	if err != nil {

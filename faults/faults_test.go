@@ -71,6 +71,8 @@ type run struct {
 	rebuilt      *member
 	rebuiltURL   string
 	rebuiltSince time.Time
+	// sagaChecked: sagaChecks ran (as the scenario's check, or after it).
+	sagaChecked bool
 }
 
 // evidenced records what shows that the fault happened.
@@ -255,6 +257,10 @@ func (c *cluster) runScenario(sc scenario) *run {
 	r.verify(orders)
 	if sc.check != nil && !c.t.Failed() {
 		sc.check(r)
+	}
+	// Every scenario: the saga audits of the logs and the detectors.
+	if !r.sagaChecked && !c.t.Failed() {
+		sagaChecks(r)
 	}
 	switch {
 	case len(r.breaches) > 0 || c.t.Failed():

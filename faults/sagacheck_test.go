@@ -20,6 +20,7 @@ import (
 // audits of the changelogs and commands (package sagaaudit) and the
 // detectors on every role's /metrics must find nothing.
 func sagaChecks(r *run) {
+	r.sagaChecked = true
 	c, ctx := r.c, r.c.t.Context()
 	rep, err := sagaaudit.Audit(ctx, c.kcl, topology.DefaultConfig())
 	if err != nil {

@@ -216,10 +216,6 @@ func (c *Client) Close() {
 	c.unreg()
 }
 
-// Kgo returns the underlying client, for tests and tools that read its
-// state (buffered records, metadata).
-func (c *Client) Kgo() *kgo.Client { return c.cl }
-
 // ErrClosed fails an emit after the run's producer was closed.
 var ErrClosed = errors.New("producer: closed")
 

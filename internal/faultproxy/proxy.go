@@ -378,8 +378,11 @@ type conn struct {
 	inFlight []request
 	// held counts a produce request read from the client and not
 	// forwarded yet: in flight for the client.
-	held   int
-	closed bool
+	held int
+	// resetting: a reset is under way, and no answer is forwarded any
+	// more, so that the requests in flight stay so until it.
+	resetting bool
+	closed    bool
 }
 
 type request struct {
@@ -447,6 +450,11 @@ func (c *conn) requests() {
 			c.p.putBack(a)
 			return
 		}
+		if a != nil {
+			// From now on no answer reaches the client: what is in
+			// flight stays in flight until the reset.
+			c.resetting = true
+		}
 		if a != nil && a.mode == Before {
 			c.held++
 			c.mu.Unlock()
@@ -490,7 +498,7 @@ func (c *conn) reset(a *arm) {
 }
 
 // responses forwards the broker's responses frame by frame, each ending the
-// oldest request in flight.
+// oldest request in flight as it is handed to the client.
 func (c *conn) responses() {
 	defer c.close(false)
 	var buf []byte
@@ -500,10 +508,11 @@ func (c *conn) responses() {
 			return
 		}
 		buf = frame[:0]
-		if _, err := c.client.Write(frame); err != nil {
+		c.mu.Lock()
+		if c.resetting {
+			c.mu.Unlock()
 			return
 		}
-		c.mu.Lock()
 		if len(c.inFlight) > 0 {
 			if len(frame) >= 8 && int32(binary.BigEndian.Uint32(frame[4:])) != c.inFlight[0].correlation {
 				c.p.stats.desyncs.Add(1)
@@ -513,6 +522,9 @@ func (c *conn) responses() {
 			c.p.stats.desyncs.Add(1)
 		}
 		c.mu.Unlock()
+		if _, err := c.client.Write(frame); err != nil {
+			return
+		}
 	}
 }
 

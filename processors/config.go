@@ -254,7 +254,7 @@ func (c Config) processorOptions(group goka.Group, producers goka.ProducerBuilde
 		goka.WithLogger(log),
 		goka.WithHasher(topology.Hasher()),
 		goka.WithStorageBuilder(sb),
-		goka.WithTopicManagerBuilder(goka.TopicManagerBuilderWithConfig(sc, tm)),
+		goka.WithTopicManagerBuilder(withOffsetRetries(goka.TopicManagerBuilderWithConfig(sc, tm), offsetRetryWindow)),
 		goka.WithConsumerGroupBuilder(orderedCommits(goka.ConsumerGroupBuilderWithConfig(sc))),
 		goka.WithConsumerSaramaBuilder(goka.SaramaConsumerBuilderWithConfig(sc)),
 		goka.WithProducerBuilder(producers),

@@ -332,7 +332,9 @@ func (c Config) OpenView(table goka.Table, codec goka.Codec, onUpdate UpdateFunc
 	}
 	var applied func(goka.UpdateContext, string, []byte)
 	if onUpdate != nil {
-		applied = func(ctx goka.UpdateContext, key string, value []byte) { onUpdate(ctx.Partition(), ctx.Offset(), key, value) }
+		applied = func(ctx goka.UpdateContext, key string, value []byte) {
+			onUpdate(ctx.Partition(), ctx.Offset(), key, value)
+		}
 	}
 	opts = append(opts, goka.WithViewCallback(c.Regressions.Update(table, applied)))
 	v, err := goka.NewView(c.Brokers, table, codec, opts...)

@@ -2,7 +2,7 @@
 // Kafka clients and one broker and resets connections while produce
 // requests are in flight on them: the fault that breaks a producer's
 // per-partition order if it retries carelessly (see
-// shared/notes/producer-order.md). It parses the Kafka framing (an int32
+// docs/producer.md). It parses the Kafka framing (an int32
 // size, then the request header) of what clients send, and counts, per
 // connection, the requests written minus the responses read, in order.
 //

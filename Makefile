@@ -30,7 +30,7 @@ test: pg-setup lb-setup pgha-setup ui-setup
 	@if { command -v java && command -v mvn; } >/dev/null || [ "$$CI" = true ]; then \
 		scripts/kafka_test.sh; else echo "skipping scripts/kafka_test.sh: no java or mvn"; fi
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./integration
-	ORDERPIPE_FAULTS=short $(GO) test -race -count=1 -timeout 10m -v ./faults
+	ORDERPIPE_FAULTS=short $(GO) test -race -count=1 -timeout 15m -v ./faults
 
 ## faults: the producer's property test (300 seeded fault schedules) and the
 ## saga under broker faults on kfake, long; then every fault scenario on the

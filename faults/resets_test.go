@@ -44,6 +44,11 @@ func TestProduceResets(t *testing.T) {
 	f := &produceResets{window: 20 * time.Second, perMinute: 30, seed: 1}
 	switch profile := cmp.Or(os.Getenv("ORDERPIPE_FAULTS"), "short"); profile {
 	case "short":
+		// About 2 minutes, most of it fixed (the proxy, the roles, the
+		// checks), and make test must stay under 20: in make test the
+		// producer's property test and TestSagaUnderFaults prove the same
+		// faults on kfake, and broker-kill-run the real broker.
+		t.Skip("the produce-resets scenario runs in the full profile only (ORDERPIPE_FAULTS=full, make faults)")
 	case "full":
 		f.window, f.perMinute = 60*time.Second, 10
 	default:

@@ -21,7 +21,11 @@ import (
 // detectors on every role's /metrics must find nothing.
 func sagaChecks(r *run) {
 	r.sagaChecked = true
-	c, ctx := r.c, r.c.t.Context()
+	c := r.c
+	// Bounded: a read that never reaches its end is a finding, not a hang
+	// of the whole suite.
+	ctx, cancel := context.WithTimeout(c.t.Context(), 3*time.Minute)
+	defer cancel()
 	rep, err := sagaaudit.Audit(ctx, c.kcl, topology.DefaultConfig())
 	if err != nil {
 		r.breach("saga audit: %v", err)

@@ -89,11 +89,16 @@ func scan(ctx context.Context, cl *kgo.Client, upTo map[string]map[int32]int64, 
 		fs.EachRecord(func(rec *kgo.Record) {
 			tp := topicPartition{rec.Topic, rec.Partition}
 			end, ok := left[tp]
-			if !ok || rec.Offset >= end {
+			if !ok {
 				return
 			}
-			fn(rec)
-			if rec.Offset == end-1 {
+			if rec.Offset < end {
+				fn(rec)
+			}
+			// Done at end-1 or past it: the record at end-1 may be gone,
+			// cleaned by compaction once a newer record of its key was
+			// written after the end offsets were read.
+			if rec.Offset >= end-1 {
 				delete(left, tp)
 				rd.PauseFetchPartitions(map[string][]int32{rec.Topic: {rec.Partition}})
 			}
